@@ -1,0 +1,1 @@
+"""Operator API under /admin (Bearer admin key)."""

@@ -1,0 +1,276 @@
+"""Admin REST API: keys, usage, channels, reload. Bearer admin key on every route."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sluice.admin.schemas import KeyCreate, KeyUpdate, parse_time
+from sluice.errors import AuthenticationFailed, InvalidRequest, NotFound, ServiceUnavailable
+from sluice.keys import KeyRecord
+from sluice.providers.base import RelayCall
+from sluice.relay.http import json_response, read_json_body
+from sluice.settings import ConfigError, load_settings
+from sluice.state import AppState
+from sluice.storage.usage_queries import UsageFilter
+
+__all__ = ["admin_routes", "mask_secret"]
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def mask_secret(secret: str) -> str:
+    if not secret:
+        return ""
+    if len(secret) <= 8:
+        return "****"
+    return f"{secret[:3]}…{secret[-2:]}"
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.sluice
+    return state
+
+
+def _require_admin(request: Request) -> AppState:
+    state = _state(request)
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationFailed("Admin routes need 'Authorization: Bearer <admin key>'.")
+    digest = hashlib.sha256(token.strip().encode()).hexdigest()
+    if not hmac.compare_digest(digest, state.admin_key_hash):
+        raise AuthenticationFailed("Incorrect admin key.", code="invalid_admin_key")
+    return state
+
+
+async def _body(request: Request, model: type[_Model]) -> _Model:
+    raw, _ = await read_json_body(request, 1024 * 1024, 16)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or None
+        raise InvalidRequest(f"Invalid '{where}': {first['msg']}", param=where) from None
+
+
+async def _key_or_404(state: AppState, key_id: str) -> KeyRecord:
+    record = await state.keys.find(key_id)
+    if record is None:
+        raise NotFound(f"No key with id, prefix or name '{key_id}'.", code="key_not_found")
+    return record
+
+
+async def _view(state: AppState, record: KeyRecord) -> dict[str, Any]:
+    view = record.public_view()
+    view["spent_usd"] = await state.ledger.spent(record.id, record.spent_micro) / 1_000_000
+    return view
+
+
+async def create_key(request: Request) -> Response:
+    state = _require_admin(request)
+    body = await _body(request, KeyCreate)
+    new = await state.keys.create(
+        body.name,
+        budget_micro=None if body.budget_usd is None else round(body.budget_usd * 1_000_000),
+        expires_at=float(body.expires_at) if body.expires_at is not None else None,
+        allowed_models=body.models,
+        allowed_ips=body.allowed_ips,
+        rpm=body.rpm,
+        tpm=body.tpm,
+    )
+    return json_response({"key": new.secret, **new.record.public_view()}, status=201)
+
+
+async def list_keys(request: Request) -> Response:
+    state = _require_admin(request)
+    records = await state.keys.list()
+    return json_response({"object": "list", "data": [await _view(state, r) for r in records]})
+
+
+async def get_key(request: Request) -> Response:
+    state = _require_admin(request)
+    record = await _key_or_404(state, request.path_params["key_id"])
+    return json_response(await _view(state, record))
+
+
+async def _apply(state: AppState, record: KeyRecord, body: KeyUpdate) -> KeyRecord:
+    changes = body.changes()
+    updated = await state.keys.update(record.id, changes)
+    if updated is None:
+        raise NotFound("The key was deleted meanwhile.", code="key_not_found")
+    state.key_cache.invalidate(record.key_hash)
+    if changes.reset_spent:
+        await state.usage_sink.flush()
+        await state.ledger.forget(record.id)
+    return updated
+
+
+async def update_key(request: Request) -> Response:
+    state = _require_admin(request)
+    record = await _key_or_404(state, request.path_params["key_id"])
+    body = await _body(request, KeyUpdate)
+    return json_response(await _view(state, await _apply(state, record, body)))
+
+
+async def disable_key(request: Request) -> Response:
+    state = _require_admin(request)
+    record = await _key_or_404(state, request.path_params["key_id"])
+    updated = await _apply(state, record, KeyUpdate(disabled=True))
+    return json_response(await _view(state, updated))
+
+
+async def enable_key(request: Request) -> Response:
+    state = _require_admin(request)
+    record = await _key_or_404(state, request.path_params["key_id"])
+    updated = await _apply(state, record, KeyUpdate(disabled=False))
+    return json_response(await _view(state, updated))
+
+
+async def delete_key(request: Request) -> Response:
+    state = _require_admin(request)
+    record = await _key_or_404(state, request.path_params["key_id"])
+    await state.keys.delete(record.id)
+    state.key_cache.invalidate(record.key_hash)
+    await state.ledger.forget(record.id)
+    return json_response({"id": record.id, "object": "key", "deleted": True})
+
+
+def _query_time(request: Request, name: str) -> float | None:
+    try:
+        return parse_time(request.query_params.get(name))
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param=name) from None
+
+
+async def usage_report(request: Request) -> Response:
+    state = _require_admin(request)
+    params = request.query_params
+    group_by = params.get("group_by") or params.get("by")
+    if group_by not in (None, "day", "model", "key", "channel"):
+        raise InvalidRequest(
+            "Invalid 'group_by': expected day, model, key or channel.", param="group_by"
+        )
+    key_id = params.get("key")
+    if key_id:
+        key_id = (await _key_or_404(state, key_id)).id
+    where = UsageFilter(
+        key_id=key_id or None,
+        model=params.get("model") or None,
+        channel=params.get("channel") or None,
+        since=_query_time(request, "since"),
+        until=_query_time(request, "until"),
+    )
+    await state.usage_sink.flush()
+    rows = await state.usage.summary(where, group_by)  # type: ignore[arg-type]
+    return json_response({"object": "list", "group_by": group_by, "data": rows})
+
+
+def _channel_view(state: AppState, name: str) -> dict[str, Any]:
+    config = next(c for c in state.settings.channels if c.name == name)
+    routed = {c.name for c in state.router.channels}
+    status = "active" if name in routed else ("disabled" if not config.enabled else "unavailable")
+    return {
+        "name": config.name,
+        "type": config.type,
+        "base_url": config.base_url,
+        "api_key": mask_secret(config.api_key.get_secret_value()),
+        "models": config.models,
+        "model_map": config.model_map,
+        "priority": config.priority,
+        "weight": config.weight,
+        "enabled": config.enabled,
+        "status": status,
+        "health": state.health_snapshot(name),
+    }
+
+
+async def list_channels(request: Request) -> Response:
+    state = _require_admin(request)
+    data = [_channel_view(state, c.name) for c in state.settings.channels]
+    return json_response({"object": "list", "data": data})
+
+
+async def test_channel(request: Request) -> Response:
+    """Send a one-token chat request straight to the channel and report how it went."""
+    state = _require_admin(request)
+    name = request.path_params["name"]
+    channel = next((c for c in state.router.channels if c.name == name), None)
+    if channel is None:
+        raise NotFound(f"No active channel named '{name}'.", code="channel_not_found")
+    model = request.query_params.get("model") or next(
+        (m for m in [*channel.config.model_map, *channel.config.models] if "*" not in m), None
+    )
+    if model is None:
+        raise InvalidRequest("Pass ?model=NAME: the channel lists only patterns.", param="model")
+    body = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+    call = RelayCall(
+        endpoint="chat",
+        body=body,
+        raw_body=orjson.dumps(body),
+        requested_model=model,
+        upstream_model=channel.config.upstream_model(model),
+        stream=False,
+        client_wants_usage=False,
+    )
+    started = time.perf_counter()
+    outcome: dict[str, Any] = {"channel": name, "model": model}
+    try:
+        response = await state.upstream.open(
+            channel.adapter.build_request(call, channel.config), state.timeouts
+        )
+        payload = await response.read()
+        response.release()
+        if response.status >= 400:
+            failure = channel.adapter.parse_error(response.status, response.headers, payload)
+            outcome.update(ok=False, status=failure.status, error=failure.message)
+        else:
+            channel.adapter.parse_response(call, payload)
+            outcome.update(ok=True, status=response.status)
+    except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
+        message = getattr(getattr(exc, "failure", None), "message", None) or type(exc).__name__
+        outcome.update(ok=False, status=None, error=message)
+    outcome["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return json_response(outcome)
+
+
+async def reload_config(request: Request) -> Response:
+    state = _require_admin(request)
+    path = state.settings.source_path
+    if path is None:
+        raise InvalidRequest(
+            "The gateway runs on the embedded default: there is no file to reload."
+        )
+    try:
+        settings = load_settings(Path(path))
+    except ConfigError as exc:
+        raise InvalidRequest(f"Reload refused, the running config is unchanged: {exc}") from None
+    if settings.database_url != state.settings.database_url:
+        raise ServiceUnavailable("database_url changed: restart the gateway to apply it.")
+    state.apply_settings(settings)
+    return json_response({"reloaded": True, "channels": [c.name for c in state.router.channels]})
+
+
+def admin_routes() -> list[Route]:
+    return [
+        Route("/admin/keys", create_key, methods=["POST"]),
+        Route("/admin/keys", list_keys, methods=["GET"]),
+        Route("/admin/keys/{key_id}", get_key, methods=["GET"]),
+        Route("/admin/keys/{key_id}", update_key, methods=["PATCH", "POST"]),
+        Route("/admin/keys/{key_id}", delete_key, methods=["DELETE"]),
+        Route("/admin/keys/{key_id}/disable", disable_key, methods=["POST"]),
+        Route("/admin/keys/{key_id}/enable", enable_key, methods=["POST"]),
+        Route("/admin/usage", usage_report, methods=["GET"]),
+        Route("/admin/channels", list_channels, methods=["GET"]),
+        Route("/admin/channels/{name}/test", test_channel, methods=["POST"]),
+        Route("/admin/reload", reload_config, methods=["POST"]),
+    ]

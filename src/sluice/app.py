@@ -1,0 +1,186 @@
+"""The ASGI application: routes, lifespan building AppState, and OpenAI-shaped errors for all.
+
+``create_app`` is what tests and embedders call; ``app_from_env`` is the factory uvicorn workers
+import (the ``sluice serve`` process passes the config path and shared facts through the
+environment, since each worker is a fresh interpreter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import orjson
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sluice.admin.api import admin_routes
+from sluice.errors import (
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    SluiceError,
+    error_body,
+)
+from sluice.relay.http import JSON_TYPE, json_response, request_id_of
+from sluice.relay.routes import relay_routes
+from sluice.settings import ConfigError, Settings, load_settings, resolve_config_path
+from sluice.state import AppState, build_state
+
+__all__ = ["create_app", "app_from_env", "ENV_LOCAL_ENDPOINTS", "ENV_ADMIN_KEY_HASH"]
+
+log = logging.getLogger("sluice")
+
+ENV_LOCAL_ENDPOINTS = "SLUICE_LOCAL_ENDPOINTS"
+ENV_ADMIN_KEY_HASH = "SLUICE_ADMIN_KEY_HASH"
+
+
+async def _sluice_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SluiceError)
+    headers = {"x-request-id": request_id_of(request), **exc.headers}
+    return Response(exc.to_json(), exc.http_status, headers=headers, media_type=JSON_TYPE)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        error: SluiceError = NotFound(
+            f"Unknown route: {request.method} {request.url.path}", code="unknown_route"
+        )
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
+    else:
+        error = SluiceError(
+            str(exc.detail), status=exc.status_code, error_type="invalid_request_error"
+        )
+    return await _sluice_error(request, error)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    error = InternalError("The gateway hit an internal error; it has been logged.")
+    return Response(error.to_json(), 500, media_type=JSON_TYPE)
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state: AppState = request.app.state.sluice
+    try:
+        async with asyncio.timeout(2.0):
+            async with state.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    except Exception:  # noqa: BLE001 - readiness reports, it does not raise
+        body = error_body("database unreachable", "service_unavailable", "database_unavailable")
+        return Response(body, 503, media_type=JSON_TYPE)
+    return json_response(
+        {"status": "ready", "channels": len(state.router.channels), "in_flight": state.in_flight}
+    )
+
+
+def _install_reload_signal(state: AppState) -> None:
+    def reload() -> None:
+        path = state.settings.source_path
+        if path is None:
+            return
+        try:
+            state.apply_settings(load_settings(Path(path)))
+            log.info("configuration reloaded from %s", path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    local_endpoints: Mapping[str, str] | None = None,
+    admin_key_hash: str | None = None,
+    migrate: bool = True,
+) -> Starlette:
+    if admin_key_hash is None:
+        if settings.admin_key is None:
+            raise ConfigError("an admin key is required (admin_key in the config)")
+        admin_key_hash = hashlib.sha256(settings.admin_key.get_secret_value().encode()).hexdigest()
+    endpoints = dict(local_endpoints or {})
+    key_hash = admin_key_hash
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state = build_state(settings, endpoints, key_hash)
+        if migrate:
+            from sluice.storage.migrate import upgrade_database
+
+            await upgrade_database(state.engine)
+        await asyncio.to_thread(state.tokens.warm_up)
+        state.usage_sink.start()
+        app.state.sluice = state
+        _install_reload_signal(state)
+        try:
+            yield
+        finally:
+            await state.close()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        *relay_routes(),
+        *admin_routes(),
+    ]
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors.allow_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=[
+                "x-request-id",
+                "retry-after",
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ],  # fmt: skip
+            max_age=settings.cors.max_age_s,
+        )
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            SluiceError: _sluice_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+    )
+
+
+def app_from_env() -> Starlette:
+    """uvicorn factory for ``sluice serve`` workers."""
+    settings = load_settings(resolve_config_path(None))
+    endpoints = orjson.loads(os.environ.get(ENV_LOCAL_ENDPOINTS, "{}"))
+    return create_app(
+        settings,
+        local_endpoints=endpoints,
+        admin_key_hash=os.environ.get(ENV_ADMIN_KEY_HASH),
+        migrate=False,
+    )

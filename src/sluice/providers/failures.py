@@ -1,0 +1,109 @@
+"""Shared classification of upstream HTTP errors into ``UpstreamFailure``.
+
+Provider modules extract the provider's message and code from its error body and call
+``classify``; the rules for what the client sees live here once.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Mapping
+
+from sluice.providers.base import FailureKind, UpstreamFailure
+
+__all__ = ["classify", "parse_retry_after", "redact_secrets"]
+
+_KEYLIKE = re.compile(r"(sk|key|pk|rk|AIza)[-_A-Za-z0-9]{12,}")
+_MAX_MESSAGE = 500
+
+
+def redact_secrets(message: str) -> str:
+    """Mask anything shaped like an API key: upstream messages sometimes echo them."""
+    return _KEYLIKE.sub("[redacted]", message)[:_MAX_MESSAGE]
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(float(millis) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+_CLIENT_STATUSES = {400, 404, 413, 415, 422}
+_QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"}
+
+
+def classify(
+    status: int,
+    headers: Mapping[str, str],
+    *,
+    message: str | None,
+    code: str | None = None,
+    param: str | None = None,
+    provider_type: str | None = None,
+) -> UpstreamFailure:
+    retry_after = parse_retry_after(headers)
+    text = redact_secrets(message or f"upstream returned HTTP {status}")
+    kind: FailureKind
+    if status in _CLIENT_STATUSES:
+        return UpstreamFailure(
+            status=400 if status == 422 else status,
+            kind="client",
+            message=text,
+            type=provider_type or "invalid_request_error",
+            code=code,
+            param=param,
+            upstream_status=status,
+        )
+    if status in (401, 403):
+        # Never relay the upstream's words: they can name the upstream account or key.
+        return UpstreamFailure(
+            status=502,
+            kind="auth",
+            message="The upstream channel rejected Sluice's credentials; the operator has been "
+            "notified by the channel's status. Try again later.",
+            code="upstream_auth_failed",
+            upstream_status=status,
+        )
+    if status == 402 or (status == 429 and code in _QUOTA_CODES):
+        return UpstreamFailure(
+            status=502,
+            kind="billing",
+            message="The upstream channel's account cannot be billed. Try again later.",
+            code="upstream_billing_error",
+            upstream_status=status,
+        )
+    if status == 429:
+        kind, out_status, out_code = "rate_limit", 429, "upstream_rate_limited"
+    elif status == 529:
+        kind, out_status, out_code = "overloaded", 503, "upstream_overloaded"
+    elif status in (408, 504):
+        kind, out_status, out_code = "timeout", 504, "upstream_timeout"
+    else:
+        kind, out_status, out_code = "server", 502, "upstream_error"
+    return UpstreamFailure(
+        status=out_status,
+        kind=kind,
+        message=f"Upstream error (HTTP {status}): {text}",
+        type="rate_limit_error" if kind == "rate_limit" else "upstream_error",
+        code=out_code,
+        retry_after_s=retry_after,
+        upstream_status=status,
+    )

@@ -1,0 +1,299 @@
+"""OpenAI and OpenAI-compatible upstreams (OpenAI, vLLM, llama.cpp, Ollama, DeepSeek, local).
+
+Requests are forwarded with every field intact; the body is re-serialised only when something
+must change (model mapping, forced stream usage, reasoning-model parameters). Streams are passed
+through frame by frame, and only chunks that carry usage, an error or need local counting are
+decoded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from sluice.errors import UpstreamBadResponse
+from sluice.providers.base import (
+    DONE_FRAME,
+    Endpoint,
+    ParsedResponse,
+    RelayCall,
+    UpstreamFailure,
+    UpstreamRequest,
+    UsageTokens,
+    sse_frame,
+)
+from sluice.providers.failures import classify
+from sluice.providers.sse import SseSplitter
+from sluice.settings import ChannelConfig
+
+__all__ = [
+    "OpenAIAdapter",
+    "OpenAIStreamTranslator",
+    "usage_from_openai",
+    "openai_error_details",
+    "prepare_openai_body",
+    "ENDPOINT_PATHS",
+]
+
+ENDPOINT_PATHS: dict[Endpoint, str] = {
+    "chat": "/chat/completions",
+    "completions": "/completions",
+    "embeddings": "/embeddings",
+    "moderations": "/moderations",
+}
+_REASONING_MODEL = re.compile(r"^(o\d+)(-|$)")
+# Sampling controls OpenAI's reasoning models reject.
+_REASONING_UNSUPPORTED = (
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+)
+
+
+def is_reasoning_model(model: str) -> bool:
+    return _REASONING_MODEL.match(model.rsplit("/", 1)[-1]) is not None
+
+
+def usage_from_openai(usage: Any) -> UsageTokens | None:
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    prompt_value = usage.get("prompt_tokens", usage.get("input_tokens"))
+    prompt = prompt_value if isinstance(prompt_value, int) else 0
+    completion_value = usage.get("completion_tokens")
+    if isinstance(completion_value, int):
+        completion = completion_value
+    else:
+        total = usage.get("total_tokens")
+        completion = total - prompt if isinstance(total, int) and total >= prompt else 0
+    return UsageTokens(
+        prompt=max(prompt, 0),
+        completion=max(completion, 0),
+        cached=cached if isinstance(cached, int) and cached > 0 else 0,
+    )
+
+
+def prepare_openai_body(
+    call: RelayCall, *, force_stream_usage: bool, reasoning_rules: bool
+) -> bytes:
+    """The body to send: the client's bytes when nothing changes, else a re-serialised copy."""
+    changes: dict[str, Any] = {}
+    if call.upstream_model != call.requested_model:
+        changes["model"] = call.upstream_model
+    if call.stream and force_stream_usage and not call.client_wants_usage:
+        options = call.body.get("stream_options")
+        merged = dict(options) if isinstance(options, dict) else {}
+        merged["include_usage"] = True
+        changes["stream_options"] = merged
+    if reasoning_rules and call.endpoint == "chat" and is_reasoning_model(call.upstream_model):
+        body = {**call.body, **changes}
+        if "max_tokens" in body:
+            body.setdefault("max_completion_tokens", body.pop("max_tokens"))
+        for name in _REASONING_UNSUPPORTED:
+            body.pop(name, None)
+        messages = body.get("messages")
+        if isinstance(messages, list) and messages and isinstance(messages[0], dict):
+            if messages[0].get("role") == "system":
+                body["messages"] = [{**messages[0], "role": "developer"}, *messages[1:]]
+        return orjson.dumps(body)
+    if not changes:
+        return call.raw_body
+    return orjson.dumps({**call.body, **changes})
+
+
+def openai_error_details(body: bytes) -> tuple[str | None, str | None, str | None, str | None]:
+    """(message, code, param, type) from an OpenAI-shaped error body, tolerating junk."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None, None, None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, str):
+        return error, None, None, None
+    if not isinstance(error, dict):
+        detail = parsed.get("detail") if isinstance(parsed, dict) else None
+        return (detail if isinstance(detail, str) else None), None, None, None
+
+    def text(name: str) -> str | None:
+        value = error.get(name)
+        return None if value is None else str(value)
+
+    return text("message"), text("code"), text("param"), text("type")
+
+
+class OpenAIAdapter:
+    """Adapter for channel types ``openai``, ``openai-compatible`` and ``local``."""
+
+    def __init__(self, name: str = "openai") -> None:
+        self.name = name
+
+    def supports(self, endpoint: Endpoint) -> bool:
+        return True
+
+    def build_request(self, call: RelayCall, channel: ChannelConfig) -> UpstreamRequest:
+        headers = {"content-type": "application/json"}
+        secret = channel.api_key.get_secret_value()
+        if secret:
+            headers["authorization"] = f"Bearer {secret}"
+        headers.update(channel.headers)
+        body = prepare_openai_body(
+            call,
+            force_stream_usage=channel.stream_usage,
+            reasoning_rules=channel.type == "openai",
+        )
+        return UpstreamRequest(
+            url=channel.base_url + ENDPOINT_PATHS[call.endpoint], headers=headers, body=body
+        )
+
+    def parse_response(self, call: RelayCall, body: bytes) -> ParsedResponse:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise UpstreamBadResponse("The upstream returned a body that is not JSON.") from None
+        if not isinstance(parsed, dict):
+            raise UpstreamBadResponse("The upstream returned JSON that is not an object.")
+        if call.endpoint != "moderations" and "choices" not in parsed and "data" not in parsed:
+            raise UpstreamBadResponse("The upstream response has neither choices nor data.")
+        return ParsedResponse(body=body, usage=usage_from_openai(parsed.get("usage")))
+
+    def stream_translator(self, call: RelayCall) -> OpenAIStreamTranslator:
+        return OpenAIStreamTranslator(strip_usage_chunk=not call.client_wants_usage)
+
+    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamFailure:
+        message, code, param, type_ = openai_error_details(body)
+        return classify(
+            status,
+            headers,
+            message=message,
+            code=code,
+            param=param,
+            provider_type=type_,
+        )
+
+
+class OpenAIStreamTranslator:
+    """Pass-through of an OpenAI SSE stream that decodes only what metering needs."""
+
+    def __init__(self, *, strip_usage_chunk: bool) -> None:
+        self._strip_usage_chunk = strip_usage_chunk
+        self._splitter = SseSplitter()
+        self._usage: UsageTokens | None = None
+        self._failure: UpstreamFailure | None = None
+        self._done = False
+        # Payloads kept only until the upstream reports usage, so that text can be counted
+        # locally when it never does (llama.cpp) or the client leaves early.
+        self._retained: list[bytes] = []
+
+    @property
+    def usage(self) -> UsageTokens | None:
+        return self._usage
+
+    @property
+    def failure(self) -> UpstreamFailure | None:
+        return self._failure
+
+    def feed(self, data: bytes) -> list[bytes]:
+        frames: list[bytes] = []
+        for event in self._splitter.feed(data):
+            frame = self._translate(event.data)
+            if frame is not None:
+                frames.append(frame)
+        return frames
+
+    def _translate(self, payload: bytes) -> bytes | None:
+        if self._done or not payload:
+            return None
+        if payload == b"[DONE]":
+            self._done = True
+            return DONE_FRAME
+        if payload.startswith(b'{"error"') or b'"error":{' in payload[:20]:
+            return self._error_event(payload)
+        if b'"usage":{' in payload or b'"usage": {' in payload:
+            chunk = _loads(payload)
+            if chunk is None:
+                return sse_frame(payload)
+            usage = usage_from_openai(chunk.get("usage"))
+            if usage is not None:
+                self._usage = usage
+                self._retained.clear()
+            if self._strip_usage_chunk and not chunk.get("choices"):
+                return None
+            if usage is None:
+                self._retained.append(payload)
+            return sse_frame(payload)
+        if self._usage is None:
+            self._retained.append(payload)
+        return sse_frame(payload)
+
+    def _error_event(self, payload: bytes) -> bytes:
+        message, code, _param, _type = openai_error_details(payload)
+        self._failure = UpstreamFailure(
+            status=502,
+            kind="server",
+            message=f"Upstream error during stream: {message or 'unknown error'}",
+            code=code or "upstream_stream_error",
+        )
+        self._done = True
+        return sse_frame(orjson.dumps(self._failure.to_openai_error()))
+
+    def close(self) -> list[bytes]:
+        if self._done:
+            return []
+        for event in self._splitter.flush():
+            frame = self._translate(event.data)
+            if frame is not None and self._done:
+                return [frame]
+        self._failure = UpstreamFailure(
+            status=502,
+            kind="bad_response",
+            message="The upstream stream ended before it was complete.",
+            code="upstream_stream_truncated",
+        )
+        self._done = True
+        return [sse_frame(orjson.dumps(self._failure.to_openai_error()))]
+
+    def delivered_text(self) -> str:
+        parts: list[str] = []
+        for payload in self._retained:
+            chunk = _loads(payload)
+            if chunk is None:
+                continue
+            for choice in chunk.get("choices") or ():
+                if not isinstance(choice, dict):
+                    continue
+                delta = choice.get("delta")
+                if isinstance(delta, dict):
+                    _collect_delta_text(delta, parts)
+                elif isinstance(choice.get("text"), str):
+                    parts.append(choice["text"])
+        return "".join(parts)
+
+
+def _collect_delta_text(delta: dict[str, Any], parts: list[str]) -> None:
+    for name in ("content", "reasoning_content", "refusal"):
+        value = delta.get(name)
+        if isinstance(value, str):
+            parts.append(value)
+    for call in delta.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            for name in ("name", "arguments"):
+                value = function.get(name)
+                if isinstance(value, str):
+                    parts.append(value)
+
+
+def _loads(payload: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None

@@ -1,0 +1,1 @@
+"""Relay handlers: admission (key, body, limits, budget), upstream attempts, metering."""

@@ -1,0 +1,132 @@
+"""Admission: everything checked before an upstream is called.
+
+Key -> body -> field validation -> model allowed and served -> price -> rate limits -> budget
+reservation. Any failure raises an OpenAI-shaped error and leaves nothing reserved.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from sluice.auth import check_key, extract_key
+from sluice.errors import NotFound, PermissionDenied, RateLimited
+from sluice.keys import KeyRecord
+from sluice.metering.pricing import ModelRate, UsageTokens
+from sluice.metering.quota import Reservation
+from sluice.protocol.validate import RequestView, validate_body
+from sluice.providers.base import Endpoint
+from sluice.relay.http import client_ip, read_json_body, request_id_of
+from sluice.state import AppState
+
+__all__ = ["Admission", "admit", "authenticate"]
+
+_DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
+
+
+@dataclass(slots=True)
+class Admission:
+    request_id: str
+    key: KeyRecord
+    view: RequestView
+    body: dict[str, Any]
+    raw_body: bytes
+    rate: ModelRate
+    prompt_tokens: int  # counted locally
+    reserved_tokens: int  # prompt + worst-case completion, as charged to the tpm window
+    reservation: Reservation
+    limit_headers: dict[str, str]
+    started: float  # perf_counter at arrival
+    created_at: float  # wall clock at arrival
+
+
+async def authenticate(state: AppState, request: Request) -> KeyRecord:
+    secret = extract_key(
+        request.headers.get("authorization"),
+        request.headers.get("x-api-key") or request.headers.get("api-key"),
+    )
+    record = await state.key_cache.lookup(secret)
+    check_key(record, client_ip(request))
+    return record
+
+
+def _estimate_prompt(state: AppState, endpoint: Endpoint, body: dict[str, Any]) -> int:
+    tokens = state.tokens
+    if endpoint == "chat":
+        return tokens.count_messages(body.get("messages") or [], body.get("tools"))
+    if endpoint == "completions":
+        return tokens.count_prompt(body.get("prompt"))
+    return tokens.count_prompt(body.get("input"))
+
+
+def _completion_allowance(state: AppState, view: RequestView) -> int:
+    if view.endpoint not in ("chat", "completions"):
+        return 0
+    per_choice = view.max_tokens or state.settings.limits.default_max_tokens
+    return per_choice * view.n
+
+
+async def admit(state: AppState, request: Request, endpoint: Endpoint) -> Admission:
+    started = time.perf_counter()
+    created_at = time.time()
+    request_id = request_id_of(request)
+    key = await authenticate(state, request)
+    limits = state.settings.limits
+    body, raw = await read_json_body(request, limits.max_body_bytes, limits.max_json_depth)
+    view = validate_body(endpoint, body)
+    if endpoint == "moderations" and not view.model:
+        body = {**body, "model": _DEFAULT_MODERATION_MODEL}
+        raw = orjson.dumps(body)
+        view = validate_body(endpoint, body)
+    model = view.model
+    if not key.allows_model(model):
+        raise PermissionDenied(
+            f"This API key is not allowed to use the model '{model}'.",
+            param="model",
+            code="model_not_allowed",
+        )
+    if not state.router.has_model(model):
+        raise NotFound(
+            f"The model '{model}' does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+    rate = state.prices.rate_for(model)
+    prompt_tokens = _estimate_prompt(state, endpoint, body)
+    completion_allowance = _completion_allowance(state, view)
+    reserved_tokens = prompt_tokens + completion_allowance
+    decision = await state.limiter.admit(key.id, key.rpm, key.tpm, reserved_tokens)
+    if not decision.allowed:
+        retry_after = max(int(decision.retry_after_s + 0.999), 1)
+        raise RateLimited(
+            f"Rate limit reached for this key on {decision.exceeded} per minute "
+            f"(limit {key.rpm if decision.exceeded == 'requests' else key.tpm}). "
+            f"Try again in {retry_after}s.",
+            headers={**decision.headers, "retry-after": str(retry_after)},
+        )
+    estimate = rate.cost(UsageTokens(prompt=prompt_tokens, completion=completion_allowance))
+    try:
+        reservation = await state.ledger.reserve(
+            key.id, key.budget_micro, key.spent_micro, estimate
+        )
+    except Exception:
+        await state.limiter.adjust_tokens(key.id, key.tpm, -reserved_tokens)
+        raise
+    return Admission(
+        request_id=request_id,
+        key=key,
+        view=view,
+        body=body,
+        raw_body=raw,
+        rate=rate,
+        prompt_tokens=prompt_tokens,
+        reserved_tokens=reserved_tokens,
+        reservation=reservation,
+        limit_headers=decision.headers,
+        started=started,
+        created_at=created_at,
+    )

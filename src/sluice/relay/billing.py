@@ -1,0 +1,90 @@
+"""Settlement: turn what happened into one usage row and a charge, exactly once per request."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sluice.metering.pricing import UsageTokens
+from sluice.relay.admission import Admission
+from sluice.state import AppState
+from sluice.storage.usage_sink import UsageRow
+
+__all__ = ["Outcome", "settle", "text_of_response"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: int
+    channel: str | None = None
+    upstream_model: str | None = None
+    usage: UsageTokens | None = None  # as reported by the upstream
+    delivered_text: str | None = None  # for local counting when usage is None
+    error_code: str | None = None
+    ttft_ms: float | None = None
+    stream: bool = False
+
+
+def text_of_response(parsed: Any) -> str:
+    """Generated text of an OpenAI chat/completions response, for local counting."""
+    parts: list[str] = []
+    if not isinstance(parsed, dict):
+        return ""
+    for choice in parsed.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message")
+        if isinstance(message, dict):
+            if isinstance(message.get("content"), str):
+                parts.append(message["content"])
+            for call in message.get("tool_calls") or ():
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict):
+                    parts.append(str(function.get("name", "")))
+                    parts.append(str(function.get("arguments", "")))
+        elif isinstance(choice.get("text"), str):
+            parts.append(choice["text"])
+    return "".join(parts)
+
+
+def _metered_usage(state: AppState, admission: Admission, outcome: Outcome) -> UsageTokens:
+    if outcome.usage is not None:
+        return outcome.usage
+    if outcome.delivered_text is None:
+        return UsageTokens()
+    # The upstream reported nothing (llama.cpp streams, or the client left early): count.
+    return UsageTokens(
+        prompt=admission.prompt_tokens,
+        completion=state.tokens.count_text(outcome.delivered_text),
+    )
+
+
+async def settle(state: AppState, admission: Admission, outcome: Outcome) -> UsageRow:
+    usage = _metered_usage(state, admission, outcome)
+    cost = admission.rate.cost(usage)
+    await state.ledger.settle(admission.reservation, cost)
+    used_tokens = usage.prompt + usage.completion
+    await state.limiter.adjust_tokens(
+        admission.key.id, admission.key.tpm, used_tokens - admission.reserved_tokens
+    )
+    row = UsageRow(
+        request_id=admission.request_id,
+        key_id=admission.key.id,
+        endpoint=admission.view.endpoint,
+        model=admission.view.model,
+        upstream_model=outcome.upstream_model,
+        channel=outcome.channel,
+        prompt_tokens=usage.prompt,
+        cached_tokens=usage.cached,
+        completion_tokens=usage.completion,
+        cost_micro=cost,
+        status=outcome.status,
+        error_code=outcome.error_code,
+        latency_ms=(time.perf_counter() - admission.started) * 1000,
+        ttft_ms=outcome.ttft_ms,
+        stream=outcome.stream,
+        created_at=admission.created_at,
+    )
+    state.usage_sink.record(row)
+    return row

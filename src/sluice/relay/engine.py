@@ -1,0 +1,267 @@
+"""The relay: admit, try channels until one answers, meter, respond.
+
+Retries and failover happen only before the first byte reaches the client. A channel that
+failed is never tried again for the same request; client errors (400/404/422 from the upstream)
+are returned at once. Whatever happens, the reservation is settled or released exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, replace
+
+import aiohttp
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sluice.errors import NoAvailableChannel, SluiceError, UpstreamBadResponse
+from sluice.providers.base import Endpoint, FailureKind, RelayCall, UpstreamFailure
+from sluice.providers.failures import redact_secrets
+from sluice.relay.admission import Admission, admit
+from sluice.relay.billing import Outcome, settle, text_of_response
+from sluice.relay.http import json_response
+from sluice.relay.stream import RelayStreamingResponse, StreamSession
+from sluice.routing import Channel
+from sluice.state import AppState
+from sluice.upstream import UpstreamUnavailable
+
+__all__ = ["relay"]
+
+log = logging.getLogger("sluice.relay")
+
+_MAX_ERROR_BODY = 64 * 1024
+
+
+class _AttemptFailed(Exception):
+    def __init__(self, failure: UpstreamFailure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+@dataclass(slots=True)
+class _Attempt:
+    channel: Channel
+    call: RelayCall
+
+
+def _failure_error(failure: UpstreamFailure) -> SluiceError:
+    error = SluiceError(
+        failure.message,
+        param=failure.param,
+        code=failure.code,
+        status=failure.status,
+        error_type=failure.type,
+    )
+    if failure.retry_after_s is not None:
+        error.headers["retry-after"] = str(max(int(failure.retry_after_s + 0.999), 1))
+    return error
+
+
+def _response_headers(admission: Admission) -> dict[str, str]:
+    return {"x-request-id": admission.request_id, **admission.limit_headers}
+
+
+async def relay(state: AppState, request: Request, endpoint: Endpoint) -> Response:
+    admission = await admit(state, request, endpoint)
+    state.in_flight += 1
+    handed_off = False
+    try:
+        response = await _dispatch(state, admission, endpoint)
+        handed_off = True
+        return response
+    except SluiceError as exc:
+        await settle(state, admission, Outcome(status=exc.http_status, error_code=exc.code))
+        handed_off = True
+        raise
+    finally:
+        if not handed_off:
+            # Cancelled or crashed mid-flight: release the hold, keep a row of the attempt.
+            state.spawn(_release(state, admission))
+        state.in_flight -= 1
+
+
+async def _release(state: AppState, admission: Admission) -> None:
+    try:
+        await settle(state, admission, Outcome(status=499, error_code="client_closed_request"))
+    except Exception:  # noqa: BLE001 - background settlement must not fail silently
+        log.exception("request %s: release failed", admission.request_id)
+
+
+def _new_call(admission: Admission, channel: Channel, endpoint: Endpoint) -> RelayCall:
+    view = admission.view
+    return RelayCall(
+        endpoint=endpoint,
+        body=admission.body,
+        raw_body=admission.raw_body,
+        requested_model=view.model,
+        upstream_model=channel.config.upstream_model(view.model),
+        stream=view.stream,
+        client_wants_usage=view.include_usage,
+    )
+
+
+async def _dispatch(state: AppState, admission: Admission, endpoint: Endpoint) -> Response:
+    retry = state.settings.retry
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + retry.deadline_s
+    last: UpstreamFailure | None = None
+    attempts = 0
+    for channel in state.router.plan(admission.view.model, endpoint, state.health):
+        if attempts >= retry.max_attempts or loop.time() >= deadline:
+            break
+        attempts += 1
+        attempt = _Attempt(channel=channel, call=_new_call(admission, channel, endpoint))
+        try:
+            return await _try_channel(state, admission, attempt, deadline)
+        except _AttemptFailed as failed:
+            last = failed.failure
+            state.health.record_failure(channel.name, admission.view.model, last.kind)
+            log.warning(
+                "request %s: channel %s failed (%s, upstream status %s)",
+                admission.request_id,
+                channel.name,
+                last.kind,
+                last.upstream_status,
+            )
+            if last.kind == "client" or not _retryable(state, last):
+                break
+            if last.retry_after_s:
+                pause = min(last.retry_after_s, retry.max_retry_after_s, deadline - loop.time())
+                if pause > 0:
+                    await asyncio.sleep(pause)
+    if last is None:
+        raise NoAvailableChannel(
+            f"No channel is available for the model '{admission.view.model}' right now.",
+        )
+    raise _failure_error(last)
+
+
+def _retryable(state: AppState, failure: UpstreamFailure) -> bool:
+    if failure.kind in ("timeout", "bad_response", "auth", "billing"):
+        return True
+    if failure.upstream_status is None:
+        return True  # connection-level failure
+    return failure.upstream_status in state.settings.retry.retry_on_status
+
+
+async def _try_channel(
+    state: AppState, admission: Admission, attempt: _Attempt, deadline: float
+) -> Response:
+    channel, call = attempt.channel, attempt.call
+    upstream_request = channel.adapter.build_request(call, channel.config)
+    try:
+        response = await state.upstream.open(upstream_request, state.timeouts)
+    except UpstreamUnavailable as exc:
+        raise _AttemptFailed(exc.failure) from None
+    if response.status >= 400:
+        body = await _read_error_body(response)
+        failure = channel.adapter.parse_error(response.status, response.headers, body)
+        secret = channel.config.api_key.get_secret_value()
+        if secret and secret in failure.message:
+            failure = _scrub(failure, secret)
+        raise _AttemptFailed(failure)
+    if call.stream:
+        return await _start_stream(state, admission, attempt, response)
+    return await _finish_whole(state, admission, attempt, response)
+
+
+def _scrub(failure: UpstreamFailure, secret: str) -> UpstreamFailure:
+    return replace(failure, message=redact_secrets(failure.message.replace(secret, "[redacted]")))
+
+
+async def _read_error_body(response: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await response.content.read(_MAX_ERROR_BODY)
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return b""
+    finally:
+        response.close()
+
+
+async def _finish_whole(
+    state: AppState, admission: Admission, attempt: _Attempt, response: aiohttp.ClientResponse
+) -> Response:
+    try:
+        body = await response.read()
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        kind: FailureKind = "timeout" if isinstance(exc, TimeoutError) else "bad_response"
+        raise _AttemptFailed(
+            UpstreamFailure(
+                status=504 if kind == "timeout" else 502,
+                kind=kind,
+                message="The upstream response was interrupted.",
+                code="upstream_timeout" if kind == "timeout" else "upstream_read_error",
+            )
+        ) from None
+    finally:
+        response.release()
+    try:
+        parsed = attempt.channel.adapter.parse_response(attempt.call, body)
+    except UpstreamBadResponse as exc:
+        raise _AttemptFailed(
+            UpstreamFailure(status=502, kind="bad_response", message=exc.message, code=exc.code)
+        ) from None
+    state.health.record_success(attempt.channel.name, admission.view.model)
+    delivered = None
+    if parsed.usage is None:
+        delivered = text_of_response(orjson.loads(parsed.body))
+    await settle(
+        state,
+        admission,
+        Outcome(
+            status=200,
+            channel=attempt.channel.name,
+            upstream_model=attempt.call.upstream_model,
+            usage=parsed.usage,
+            delivered_text=delivered,
+        ),
+    )
+    return json_response(parsed.body, headers=_response_headers(admission))
+
+
+async def _start_stream(
+    state: AppState, admission: Admission, attempt: _Attempt, response: aiohttp.ClientResponse
+) -> Response:
+    """Read until the first client frame exists; failures up to here may still be retried."""
+    translator = attempt.channel.adapter.stream_translator(attempt.call)
+    first: list[bytes] = []
+    chunks = response.content.iter_any()
+    try:
+        async for data in chunks:
+            first = translator.feed(data)
+            if first:
+                break
+        else:
+            first = translator.close()
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        response.close()
+        raise _AttemptFailed(
+            UpstreamFailure(
+                status=504,
+                kind="timeout",
+                message="The upstream stream failed before its first event.",
+                code="upstream_timeout",
+            )
+        ) from None
+    if translator.failure is not None and len(first) <= 1:
+        response.close()
+        raise _AttemptFailed(translator.failure)
+    state.health.record_success(attempt.channel.name, admission.view.model)
+    session = StreamSession(
+        state,
+        admission,
+        channel=attempt.channel.name,
+        upstream_model=attempt.call.upstream_model,
+        response=response,
+        translator=translator,
+        first=first,
+        chunks=chunks,
+        ttft_ms=(time.perf_counter() - admission.started) * 1000,
+    )
+    headers = _response_headers(admission)
+    headers["cache-control"] = "no-cache"
+    headers["x-accel-buffering"] = "no"
+    return RelayStreamingResponse(session, headers)

@@ -1,0 +1,88 @@
+"""Small HTTP helpers shared by handlers: bodies, JSON responses, request ids, client IPs."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sluice.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+
+__all__ = ["read_json_body", "json_response", "request_id_of", "client_ip", "JSON_TYPE"]
+
+JSON_TYPE = "application/json"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def request_id_of(request: Request) -> str:
+    cached = request.scope.get("sluice.request_id")
+    if isinstance(cached, str):
+        return cached
+    supplied = request.headers.get("x-request-id")
+    rid = supplied if supplied and _REQUEST_ID.match(supplied) else f"req_{uuid.uuid4().hex}"
+    request.scope["sluice.request_id"] = rid
+    return rid
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _check_depth(value: Any, limit: int) -> None:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise InvalidRequest(
+                f"The JSON body is nested more than {limit} levels deep.", code="invalid_json"
+            )
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, (dict, list)))
+
+
+async def read_json_body(request: Request, max_bytes: int, max_depth: int) -> tuple[Any, bytes]:
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media and media != JSON_TYPE and not media.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"Unsupported Content-Type '{media[:100]}': send JSON with "
+            "'Content-Type: application/json'."
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"The request body exceeds the limit of {max_bytes} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"The request body exceeds the limit of {max_bytes} bytes.")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise InvalidRequest("The request body is empty: send a JSON object.", code="invalid_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        reason = "it is not valid UTF-8" if "utf-8" in str(exc).lower() else str(exc)
+        raise InvalidRequest(
+            f"We could not parse the JSON body of your request ({reason[:200]}).",
+            code="invalid_json",
+        ) from None
+    _check_depth(body, max_depth)
+    return body, raw
+
+
+def json_response(
+    payload: bytes | dict[str, Any] | list[Any],
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    return Response(body, status_code=status, headers=headers, media_type=JSON_TYPE)

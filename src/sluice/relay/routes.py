@@ -1,0 +1,134 @@
+"""OpenAI-compatible relay endpoints and the read-only endpoints a key may call."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sluice.errors import InvalidRequest, NotFound
+from sluice.relay.admission import authenticate
+from sluice.relay.engine import relay
+from sluice.relay.http import json_response
+from sluice.state import AppState
+from sluice.storage.usage_queries import UsageFilter
+
+__all__ = ["relay_routes"]
+
+_UNLIMITED_USD = 100_000_000
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.sluice
+    return state
+
+
+async def chat_completions(request: Request) -> Response:
+    return await relay(_state(request), request, "chat")
+
+
+async def completions(request: Request) -> Response:
+    return await relay(_state(request), request, "completions")
+
+
+async def embeddings(request: Request) -> Response:
+    return await relay(_state(request), request, "embeddings")
+
+
+async def moderations(request: Request) -> Response:
+    return await relay(_state(request), request, "moderations")
+
+
+def _model_object(model_id: str, owner: str, created: int) -> dict[str, object]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": owner}
+
+
+async def list_models(request: Request) -> Response:
+    state = _state(request)
+    key = await authenticate(state, request)
+    created = int(state.started_at)
+    data = [
+        _model_object(model_id, owner, created)
+        for model_id, owner in sorted(state.router.listed_models().items())
+        if key.allows_model(model_id)
+    ]
+    return json_response({"object": "list", "data": data})
+
+
+async def get_model(request: Request) -> Response:
+    state = _state(request)
+    key = await authenticate(state, request)
+    model_id = request.path_params["model_id"]
+    listed = state.router.listed_models()
+    owner = listed.get(model_id)
+    if owner is None and state.router.has_model(model_id):
+        owner = state.router.candidates(model_id)[0].config.type
+    if owner is None or not key.allows_model(model_id):
+        raise NotFound(
+            f"The model '{model_id}' does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+    return json_response(_model_object(model_id, owner, int(state.started_at)))
+
+
+async def billing_subscription(request: Request) -> Response:
+    state = _state(request)
+    key = await authenticate(state, request)
+    limit = _UNLIMITED_USD if key.budget_micro is None else key.budget_micro / 1_000_000
+    return json_response(
+        {
+            "object": "billing_subscription",
+            "has_payment_method": True,
+            "soft_limit_usd": limit,
+            "hard_limit_usd": limit,
+            "system_hard_limit_usd": limit,
+            "access_until": int(key.expires_at) if key.expires_at is not None else 0,
+        }
+    )
+
+
+def _parse_date(request: Request, name: str) -> float | None:
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        day = dt.date.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(
+            f"Invalid '{name}': expected a date as YYYY-MM-DD.", param=name, code="invalid_date"
+        ) from None
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
+
+
+async def billing_usage(request: Request) -> Response:
+    """Cents spent by the key in [start_date, end_date) (UTC days; end date exclusive)."""
+    state = _state(request)
+    key = await authenticate(state, request)
+    since = _parse_date(request, "start_date")
+    until = _parse_date(request, "end_date")
+    if since is not None and until is not None and until < since:
+        raise InvalidRequest("Invalid date range: end_date is before start_date.", param="end_date")
+    await state.usage_sink.flush()
+    micro = await state.usage.cost_micro(UsageFilter(key_id=key.id, since=since, until=until))
+    return json_response({"object": "list", "total_usage": micro / 10_000})
+
+
+def relay_routes() -> list[Route]:
+    routes = [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/moderations", moderations, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
+    ]
+    for prefix in ("", "/v1"):
+        routes.append(
+            Route(f"{prefix}/dashboard/billing/subscription", billing_subscription, methods=["GET"])
+        )
+        routes.append(Route(f"{prefix}/dashboard/billing/usage", billing_usage, methods=["GET"]))
+    return routes

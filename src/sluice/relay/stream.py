@@ -1,0 +1,132 @@
+"""Streaming relay: forward translated SSE frames and bill exactly once, however it ends.
+
+A ``StreamSession`` owns the upstream response and the settlement. It is finished from the body
+iterator's ``finally`` and, as a safety net, from the response's ``__call__`` — the latter covers
+a client that vanished before the body iterator ever started, when no ``finally`` would run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from sluice.providers.base import StreamTranslator, sse_frame
+from sluice.relay.admission import Admission
+from sluice.relay.billing import Outcome, settle
+from sluice.state import AppState
+
+__all__ = ["StreamSession", "RelayStreamingResponse"]
+
+log = logging.getLogger("sluice.relay")
+
+
+class StreamSession:
+    def __init__(
+        self,
+        state: AppState,
+        admission: Admission,
+        *,
+        channel: str,
+        upstream_model: str,
+        response: aiohttp.ClientResponse,
+        translator: StreamTranslator,
+        first: list[bytes],
+        chunks: AsyncIterator[bytes],
+        ttft_ms: float,
+    ) -> None:
+        self._state = state
+        self._admission = admission
+        self._channel = channel
+        self._upstream_model = upstream_model
+        self._response = response
+        self._translator = translator
+        self._first = first
+        self._chunks = chunks
+        self._ttft_ms = ttft_ms
+        self._status = 499  # until the stream completes, assume the client went away
+        self._error_code: str | None = "client_closed_request"
+        self._finished = False
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        translator = self._translator
+        total_deadline = time.monotonic() + self._state.settings.timeouts.total_s
+        try:
+            for frame in self._first:
+                yield frame
+            if translator.failure is None:
+                async for data in self._chunks:
+                    for frame in translator.feed(data):
+                        yield frame
+                    if time.monotonic() > total_deadline:
+                        raise TimeoutError("total stream time exceeded")
+                for frame in translator.close():
+                    yield frame
+            if translator.failure is not None:
+                self._status, self._error_code = translator.failure.status, translator.failure.code
+            else:
+                self._status, self._error_code = 200, None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            timed_out = isinstance(exc, TimeoutError)
+            self._status = 504 if timed_out else 502
+            self._error_code = "upstream_timeout" if timed_out else "upstream_stream_error"
+            yield sse_frame(orjson.dumps(_stream_error(timed_out, self._error_code)))
+        finally:
+            self.finish()
+
+    def finish(self) -> None:
+        """Close the upstream and schedule settlement; idempotent."""
+        if self._finished:
+            return
+        self._finished = True
+        # close(), not release(): dropping the connection makes the upstream stop generating.
+        self._response.close()
+        translator = self._translator
+        usage = translator.usage
+        outcome = Outcome(
+            status=self._status,
+            channel=self._channel,
+            upstream_model=self._upstream_model,
+            usage=usage,
+            delivered_text=None if usage is not None else translator.delivered_text(),
+            error_code=self._error_code,
+            ttft_ms=self._ttft_ms,
+            stream=True,
+        )
+        self._state.spawn(_settle_logged(self._state, self._admission, outcome))
+
+
+def _stream_error(timed_out: bool, code: str) -> dict[str, Any]:
+    message = (
+        "The upstream stopped sending; the stream timed out."
+        if timed_out
+        else "The upstream connection broke during the stream."
+    )
+    return {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}}
+
+
+async def _settle_logged(state: AppState, admission: Admission, outcome: Outcome) -> None:
+    try:
+        await settle(state, admission, outcome)
+    except Exception:  # noqa: BLE001 - background settlement must not fail silently
+        log.exception("request %s: settlement failed", admission.request_id)
+
+
+class RelayStreamingResponse(StreamingResponse):
+    def __init__(self, session: StreamSession, headers: dict[str, str]) -> None:
+        super().__init__(session.frames(), media_type="text/event-stream", headers=headers)
+        self._session = session
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except OSError:
+            pass  # the client socket went away mid-write; settlement below still happens
+        finally:
+            self._session.finish()

