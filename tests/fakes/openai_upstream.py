@@ -125,13 +125,18 @@ class FakeOpenAI:
             return await self._chat_stream(request, body, model, words, finish, wants_tool)
         choices = []
         for index in range(n):
-            message: dict[str, Any] = {"role": "assistant", "content": "".join(words)}
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": "".join(words),
+                "refusal": None,
+            }
             choice_finish = finish
             if wants_tool:
                 tool = body["tools"][0]["function"]["name"]
                 message = {
                     "role": "assistant",
                     "content": None,
+                    "refusal": None,
                     "tool_calls": [
                         {
                             "id": f"call_{index}",

@@ -26,6 +26,7 @@ from sluice.state import AppState
 __all__ = ["Admission", "admit", "authenticate"]
 
 _DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
+_PROMPT_MARGIN_TOKENS = 16
 
 
 @dataclass(slots=True)
@@ -98,7 +99,10 @@ async def admit(state: AppState, request: Request, endpoint: Endpoint) -> Admiss
     rate = state.prices.rate_for(model)
     prompt_tokens = _estimate_prompt(state, endpoint, body)
     completion_allowance = _completion_allowance(state, view)
-    reserved_tokens = prompt_tokens + completion_allowance
+    # Upstreams count with their own tokenizers; hold a margin so the reservation stays an
+    # upper bound and concurrent requests cannot push a key past its budget.
+    prompt_allowance = prompt_tokens + prompt_tokens // 5 + _PROMPT_MARGIN_TOKENS
+    reserved_tokens = prompt_allowance + completion_allowance
     decision = await state.limiter.admit(key.id, key.rpm, key.tpm, reserved_tokens)
     if not decision.allowed:
         retry_after = max(int(decision.retry_after_s + 0.999), 1)
@@ -108,7 +112,7 @@ async def admit(state: AppState, request: Request, endpoint: Endpoint) -> Admiss
             f"Try again in {retry_after}s.",
             headers={**decision.headers, "retry-after": str(retry_after)},
         )
-    estimate = rate.cost(UsageTokens(prompt=prompt_tokens, completion=completion_allowance))
+    estimate = rate.cost(UsageTokens(prompt=prompt_allowance, completion=completion_allowance))
     try:
         reservation = await state.ledger.reserve(
             key.id, key.budget_micro, key.spent_micro, estimate
