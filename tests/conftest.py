@@ -53,9 +53,13 @@ GatewayFactory = Callable[..., Gateway]
 def gateway_factory(loop_thread: LoopThread, tmp_path: Path) -> Iterator[GatewayFactory]:
     started: list[Gateway] = []
 
-    def factory(channels: list[dict[str, Any]], **extra: Any) -> Gateway:
+    def factory(
+        channels: list[dict[str, Any]],
+        local_endpoints: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> Gateway:
         settings = make_settings(tmp_path, channels, **extra)
-        gateway = start_gateway(loop_thread, settings)
+        gateway = start_gateway(loop_thread, settings, local_endpoints)
         started.append(gateway)
         return gateway
 

@@ -18,7 +18,14 @@ from referencing.jsonschema import DRAFT202012
 
 __all__ = ["SPEC_PATH", "validate_openai", "schema_errors"]
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "specs" / "openai-openapi.yaml"
+_SPEC_NAME = "openai-openapi.yaml"
+# Prefer the project's shared copy (../shared/specs beside the checkout) when it is there; the
+# vendored copy in tests/specs keeps a clone that stands alone testable.
+_CANDIDATES = [
+    Path(__file__).resolve().parents[2] / "shared" / "specs" / _SPEC_NAME,
+    Path(__file__).resolve().parent / "specs" / _SPEC_NAME,
+]
+SPEC_PATH = next((p for p in _CANDIDATES if p.is_file()), _CANDIDATES[-1])
 _ROOT = "urn:openai-spec"
 
 

@@ -144,8 +144,10 @@ def make_settings(tmp_path: Path, channels: list[dict[str, Any]], **extra: Any) 
     return parse_settings(raw)
 
 
-def start_gateway(loop: LoopThread, settings: Settings) -> Gateway:
-    app = create_app(settings)
+def start_gateway(
+    loop: LoopThread, settings: Settings, local_endpoints: dict[str, str] | None = None
+) -> Gateway:
+    app = create_app(settings, local_endpoints=local_endpoints)
     port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False

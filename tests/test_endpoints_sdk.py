@@ -56,7 +56,10 @@ def test_tool_result_round_trip_and_vision_parts(
     gateway: Gateway, fake_openai: FakeOpenAI, sdk: SdkFactory
 ) -> None:
     client = sdk(gateway, gateway.create_key())
-    image = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
+    image = (
+        "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4Dw"
+        "ABBAEAwS2OUAAAAABJRU5ErkJggg=="
+    )
     messages: list[Any] = [
         {
             "role": "user",

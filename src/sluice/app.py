@@ -34,6 +34,9 @@ from sluice.errors import (
     SluiceError,
     error_body,
 )
+from sluice.health_probe import run_probe_loop
+from sluice.inbound import anthropic_routes
+from sluice.observability.access_log import AccessLogMiddleware, configure_access_log
 from sluice.relay.http import JSON_TYPE, json_response, request_id_of
 from sluice.relay.routes import relay_routes
 from sluice.settings import ConfigError, Settings, load_settings, resolve_config_path
@@ -71,7 +74,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     error = InternalError("The gateway hit an internal error; it has been logged.")
-    return Response(error.to_json(), 500, media_type=JSON_TYPE)
+    # Sent from outside the access-log middleware, so the request id is added here.
+    headers = {"x-request-id": request_id_of(request)}
+    return Response(error.to_json(), 500, headers=headers, media_type=JSON_TYPE)
 
 
 async def healthz(request: Request) -> Response:
@@ -90,6 +95,14 @@ async def readyz(request: Request) -> Response:
     return json_response(
         {"status": "ready", "channels": len(state.router.channels), "in_flight": state.in_flight}
     )
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus exposition (all workers' values in multiprocess mode)."""
+    state: AppState = request.app.state.sluice
+    state.metrics.usage_queue.set(state.usage_sink.depth)
+    body, content_type = state.metrics.render()
+    return Response(body, headers={"content-type": content_type})
 
 
 def _install_reload_signal(state: AppState) -> None:
@@ -129,21 +142,30 @@ def create_app(
 
             await upgrade_database(state.engine)
         await asyncio.to_thread(state.tokens.warm_up)
-        state.usage_sink.start()
+        await state.start()  # usage sink; Redis connection and invalidation listener if set
         app.state.sluice = state
         _install_reload_signal(state)
+        probes = asyncio.create_task(run_probe_loop(state), name="health-probes")
         try:
             yield
         finally:
+            probes.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probes
             await state.close()
+            state.metrics.close()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         *relay_routes(),
+        *anthropic_routes(),  # Anthropic Messages API in front (sluice.inbound)
         *admin_routes(),
     ]
     middleware = [
+        # Outermost: every response, CORS preflights and errors included, gets a request id.
+        Middleware(AccessLogMiddleware, log_bodies=settings.log_bodies),
         Middleware(
             CORSMiddleware,
             allow_origins=settings.cors.allow_origins,
@@ -160,7 +182,7 @@ def create_app(
                 "x-ratelimit-reset-tokens",
             ],  # fmt: skip
             max_age=settings.cors.max_age_s,
-        )
+        ),
     ]
     return Starlette(
         routes=routes,
@@ -176,6 +198,7 @@ def create_app(
 
 def app_from_env() -> Starlette:
     """uvicorn factory for ``sluice serve`` workers."""
+    configure_access_log()
     settings = load_settings(resolve_config_path(None))
     endpoints = orjson.loads(os.environ.get(ENV_LOCAL_ENDPOINTS, "{}"))
     return create_app(

@@ -97,6 +97,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
             allowed_ips=ips,
             rpm=args.rpm,
             tpm=args.tpm,
+            max_concurrent=args.max_concurrent,
         )
 
     new = _run_db(args, work)
@@ -141,12 +142,30 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _notify_replicas(args: argparse.Namespace, record: Any, *, drop_budget: bool) -> None:
+    """With Redis configured, running replicas drop the key from their caches within 1 s."""
+    settings = _settings(args)
+    if settings.redis_url is None:
+        return
+    from sluice.redis_backend.wiring import notify_key_change
+
+    reached = asyncio.run(
+        notify_key_change(settings.redis_url, record.key_hash, record.id, drop_budget=drop_budget)
+    )
+    if not reached:
+        print(
+            "sluice: warning: redis unreachable; replicas see the change within the key cache TTL",
+            file=sys.stderr,
+        )
+
+
 def _update(args: argparse.Namespace, update: KeyUpdate) -> int:
     async def work(engine: Any) -> Any:
         record = await _find(engine, args.key)
         return await KeyStore(engine).update(record.id, update.changes())
 
     record = _run_db(args, work)
+    _notify_replicas(args, record, drop_budget=bool(update.reset_spent))
     _print_json(record.public_view())
     return 0
 
@@ -163,6 +182,8 @@ def cmd_keys_update(args: argparse.Namespace) -> int:
         fields["rpm"] = args.rpm or None
     if args.tpm is not None:
         fields["tpm"] = args.tpm or None
+    if args.max_concurrent is not None:
+        fields["max_concurrent"] = args.max_concurrent or None
     if args.expires is not None:
         fields["expires_at"] = _time_arg(args.expires) if args.expires else None
     if args.allow_ip is not None:
@@ -181,19 +202,42 @@ def cmd_keys_enable(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_delete(args: argparse.Namespace) -> int:
-    async def work(engine: Any) -> str:
+    async def work(engine: Any) -> Any:
         record = await _find(engine, args.key)
         await KeyStore(engine).delete(record.id)
-        return str(record.id)
+        return record
 
-    print(f"Deleted key {_run_db(args, work)}.")
+    record = _run_db(args, work)
+    _notify_replicas(args, record, drop_budget=True)
+    print(f"Deleted key {record.id}.")
     return 0
 
 
 # --- usage, migrate, config -------------------------------------------------------------------
 
 
+def cmd_usage_prune(args: argparse.Namespace) -> int:
+    from sluice.storage.prune import prune_usage
+
+    if not args.before:
+        raise CliError("usage prune needs --before DATE (rows before that UTC day are folded)")
+    try:
+        day = dt.date.fromisoformat(args.before)
+    except ValueError:
+        raise CliError(f"--before: expected a date as YYYY-MM-DD, got '{args.before}'") from None
+    cutoff = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
+    result = _run_db(args, lambda engine: prune_usage(engine, cutoff))
+    print(
+        f"Pruned {result.rows_deleted} usage rows before {day.isoformat()} into "
+        f"{result.daily_rows} daily totals."
+    )
+    return 0
+
+
 def cmd_usage(args: argparse.Namespace) -> int:
+    if args.action == "prune":
+        return cmd_usage_prune(args)
+
     async def work(engine: Any) -> list[dict[str, Any]]:
         key_id = (await _find(engine, args.key)).id if args.key else None
         where = UsageFilter(
@@ -270,6 +314,9 @@ def _key_limits(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", help="allowed models, comma-separated globs")
     parser.add_argument("--rpm", type=int, help="requests per minute (update: 0 = no limit)")
     parser.add_argument("--tpm", type=int, help="tokens per minute (update: 0 = no limit)")
+    parser.add_argument(
+        "--max-concurrent", type=int, help="requests in flight at once (update: 0 = no limit)"
+    )
     parser.add_argument("--expires", help="expiry, ISO 8601 (update: '' = never)")
     parser.add_argument("--allow-ip", action="append", help="allowed client CIDR; repeatable")
 
@@ -313,7 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     upd.add_argument("--reset-spent", action="store_true")
     upd.set_defaults(func=cmd_keys_update)
 
-    usage = sub.add_parser("usage", parents=[common], help="usage report")
+    usage = sub.add_parser("usage", parents=[common], help="usage report, or prune old rows")
+    usage.add_argument("action", nargs="?", choices=["report", "prune"], default="report")
+    usage.add_argument("--before", help="prune: fold rows before this UTC date (YYYY-MM-DD)")
     usage.add_argument("--key")
     usage.add_argument("--model")
     usage.add_argument("--since", help="ISO 8601 time or date")

@@ -50,6 +50,7 @@ class KeyRecord:
     disabled: bool
     created_at: float
     last_used_at: float | None
+    max_concurrent: int | None = None  # requests in flight at once; None = unlimited
     _networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         default=(), compare=False, repr=False
     )
@@ -94,6 +95,7 @@ class KeyRecord:
             "allowed_ips": list(self.allowed_ips),
             "rpm": self.rpm,
             "tpm": self.tpm,
+            "max_concurrent": self.max_concurrent,
             "disabled": self.disabled,
             "created_at": self.created_at,
             "last_used_at": self.last_used_at,

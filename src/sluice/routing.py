@@ -11,7 +11,7 @@ import logging
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sluice.providers.base import Adapter, Endpoint, FailureKind
 from sluice.providers.registry import adapter_for
@@ -39,6 +39,13 @@ class ChannelHealth(Protocol):
 
     def record_failure(self, channel: str, model: str, kind: FailureKind) -> None: ...
 
+    # Management (admin API, health probe); see sluice.health for the in-memory version.
+    def enable(self, channel: str) -> bool: ...
+
+    def disabled_channels(self) -> list[str]: ...
+
+    def snapshot(self, channel: str) -> dict[str, Any]: ...
+
 
 class AlwaysHealthy:
     def available(self, channel: str, model: str) -> bool:
@@ -49,6 +56,15 @@ class AlwaysHealthy:
 
     def record_failure(self, channel: str, model: str, kind: FailureKind) -> None:
         return None
+
+    def enable(self, channel: str) -> bool:
+        return False
+
+    def disabled_channels(self) -> list[str]:
+        return []
+
+    def snapshot(self, channel: str) -> dict[str, Any]:
+        return {"state": "closed", "reason": None}
 
 
 class Router:

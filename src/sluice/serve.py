@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import secrets
+import signal
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import uvicorn
 
 from sluice.app import ENV_ADMIN_KEY_HASH, ENV_LOCAL_ENDPOINTS
 from sluice.local_model import LocalModelServer, smollm2_model_path
+from sluice.observability.metrics import MULTIPROC_ENV
 from sluice.settings import LOCAL_MODEL_NAME, ConfigError, Settings, load_settings
 from sluice.storage.db import create_engine, is_sqlite
 from sluice.storage.key_store import KeyStore
@@ -112,6 +114,19 @@ def _banner(host: str, port: int, demo_key: str | None, admin_key: str | None, m
     return "\n".join(lines)
 
 
+def _prepare_metrics_dir(settings: Settings, workers: int) -> None:
+    """Several workers share Prometheus values through files (prometheus_client multiprocess
+    mode); the directory must exist and be empty before the workers import the client."""
+    if workers <= 1:
+        os.environ.pop(MULTIPROC_ENV, None)
+        return
+    path = Path(os.environ.get(MULTIPROC_ENV) or state_dir(settings) / "prometheus")
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(path)
+
+
 def serve(config: Path | None, host: str, port: int, workers: int) -> int:
     try:
         settings = load_settings(config)
@@ -143,6 +158,11 @@ def serve(config: Path | None, host: str, port: int, workers: int) -> int:
         os.environ.pop("SLUICE_CONFIG", None)
     os.environ[ENV_LOCAL_ENDPOINTS] = orjson.dumps(endpoints).decode()
     os.environ[ENV_ADMIN_KEY_HASH] = admin_hash
+    _prepare_metrics_dir(settings, workers)
+    # uvicorn re-raises the SIGTERM/SIGINT it handled once it has shut down gracefully; a
+    # no-op handler here turns that into a normal return, so a clean drain exits with 0.
+    for handled in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(handled, lambda *_: None)
     try:
         uvicorn.run(
             "sluice.app:app_from_env",

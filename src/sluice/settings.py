@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 __all__ = [
     "ChannelConfig",
+    "CircuitConfig",
     "ConfigError",
     "Settings",
     "load_settings",
@@ -30,6 +31,7 @@ DEFAULT_DATABASE_URL = "sqlite:///./.sluice/sluice.db"
 LOCAL_MODEL_NAME = "smollm2-135m-instruct"
 ChannelType = Literal["openai", "openai-compatible", "local", "azure", "anthropic", "gemini"]
 DEFAULT_RETRY_STATUSES = [408, 409, 429, 500, 502, 503, 504, 529]
+NEVER_RETRY_STATUSES = frozenset({400, 401, 403, 404, 422})
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -76,6 +78,27 @@ class RetryConfig(_Strict):
     retry_on_status: list[int] = Field(default_factory=lambda: list(DEFAULT_RETRY_STATUSES))
     max_retry_after_s: float = Field(default=10.0, ge=0)
 
+    @field_validator("retry_on_status")
+    @classmethod
+    def _no_client_statuses(cls, statuses: list[int]) -> list[int]:
+        # Retrying the client's own mistake elsewhere only multiplies it.
+        bad = sorted(set(statuses) & NEVER_RETRY_STATUSES)
+        if bad:
+            raise ValueError(f"statuses {bad} are the client's fault and are never retried")
+        return statuses
+
+
+class CircuitConfig(_Strict):
+    """Per channel and per channel+model circuit breakers (see docs/reliability.md)."""
+
+    consecutive_failures: int = Field(default=5, ge=1)
+    error_rate: float = Field(default=0.5, gt=0, le=1)
+    window_s: float = Field(default=60.0, gt=0)
+    min_requests: int = Field(default=20, ge=1)
+    cooldown_s: float = Field(default=30.0, gt=0)
+    # Disabled channels (dead upstream key / no credit) are probed this often; 0 = never.
+    probe_interval_s: float = Field(default=300.0, ge=0)
+
 
 class UsageConfig(_Strict):
     batch_interval_ms: int = Field(default=50, gt=0)
@@ -92,7 +115,10 @@ class ChannelConfig(_Strict):
     model_map: dict[str, str] = Field(default_factory=dict)
     priority: int = 0
     weight: int = Field(default=1, ge=0)
-    timeout_s: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0)  # total; overrides timeouts.total_s
+    connect_timeout_s: float | None = Field(default=None, gt=0)
+    first_byte_timeout_s: float | None = Field(default=None, gt=0)
+    idle_timeout_s: float | None = Field(default=None, gt=0)
     enabled: bool = True
     # Whether the upstream honours stream_options.include_usage (llama.cpp's server does not).
     stream_usage: bool = True
@@ -135,6 +161,7 @@ class Settings(_Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
     pricing: PricingConfig = Field(default_factory=PricingConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)
     shutdown_grace_s: float = Field(default=30.0, ge=0)

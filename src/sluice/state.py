@@ -5,20 +5,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sluice.auth import KeyCache
+from sluice.concurrency import ConcurrencyLimiter, MemoryConcurrency
+from sluice.errors import ServiceUnavailable
+from sluice.health import STATE_CODES, CircuitState, MemoryChannelHealth
+from sluice.keys import KeyRecord
 from sluice.limits import MemoryRateLimiter, RateLimiter
 from sluice.metering.pricing import PriceBook
 from sluice.metering.quota import BudgetLedger, LocalLedger
 from sluice.metering.tokens import TokenCounter
-from sluice.routing import AlwaysHealthy, ChannelHealth, Router, build_router
-from sluice.settings import Settings
+from sluice.observability.metrics import Metrics
+from sluice.redis_backend.wiring import RedisServices
+from sluice.routing import ChannelHealth, Router, build_router
+from sluice.settings import ChannelConfig, Settings
 from sluice.storage.db import create_engine
 from sluice.storage.key_store import KeyStore
 from sluice.storage.usage_queries import UsageQueries
@@ -28,6 +35,8 @@ from sluice.upstream import Timeouts, UpstreamClient, create_session
 __all__ = ["AppState", "build_state"]
 
 log = logging.getLogger("sluice")
+
+_KEY_LOAD_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -49,9 +58,13 @@ class AppState:
     admin_key_hash: str  # sha256 hex of the admin key
     local_endpoints: Mapping[str, str]
     timeouts: Timeouts
+    metrics: Metrics
     background: set[asyncio.Task[None]] = field(default_factory=set)
     started_at: float = field(default_factory=time.time)
     in_flight: int = 0
+    channel_timeouts: dict[str, Timeouts] = field(default_factory=dict)
+    redis: RedisServices | None = None  # set when redis_url is configured
+    concurrency: ConcurrencyLimiter = field(default_factory=MemoryConcurrency)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run work that must finish even if the request that started it is cancelled."""
@@ -69,18 +82,72 @@ class AppState:
         self.prices = PriceBook(settings.pricing)
         self.router = build_router(settings, self.local_endpoints)
         self.timeouts = _timeouts(settings)
+        self.channel_timeouts = {}
+
+    def timeouts_for(self, channel: ChannelConfig) -> Timeouts:
+        """The channel's own timeouts where it sets them, the global defaults otherwise."""
+        found = self.channel_timeouts.get(channel.name)
+        if found is None:
+            base = self.timeouts
+            found = Timeouts(
+                connect_s=channel.connect_timeout_s or base.connect_s,
+                first_byte_s=channel.first_byte_timeout_s or base.first_byte_s,
+                idle_s=channel.idle_timeout_s or base.idle_s,
+                total_s=channel.timeout_s or base.total_s,
+            )
+            self.channel_timeouts[channel.name] = found
+        return found
+
+    async def start(self) -> None:
+        """Lifespan start: background writers and, with Redis, the shared services."""
+        self.usage_sink.start()
+        if self.redis is not None:
+            await self.redis.start(self.key_cache)
+
+    async def key_changed(self, record: KeyRecord) -> None:
+        """A key was changed here: drop it from this cache and tell the other replicas."""
+        self.key_cache.invalidate(record.key_hash)
+        if self.redis is not None:
+            await self.redis.publish_key_change(record.key_hash, record.id)
 
     async def close(self) -> None:
         if self.background:
             await asyncio.wait(set(self.background), timeout=self.settings.shutdown_grace_s)
         await self.usage_sink.close()
+        if self.redis is not None:
+            await self.redis.close()
         await self.session.close()
         await self.engine.dispose()
 
 
 def _timeouts(settings: Settings) -> Timeouts:
     t = settings.timeouts
-    return Timeouts(connect_s=t.connect_s, first_byte_s=t.first_byte_s, idle_s=t.idle_s)
+    return Timeouts(
+        connect_s=t.connect_s, first_byte_s=t.first_byte_s, idle_s=t.idle_s, total_s=t.total_s
+    )
+
+
+def _guarded_loader(keys: KeyStore) -> Callable[[str], Awaitable[KeyRecord | None]]:
+    """Key lookups during a database outage fail fast as 503, never as a 500 or a hang."""
+
+    async def load(key_hash: str) -> KeyRecord | None:
+        try:
+            async with asyncio.timeout(_KEY_LOAD_TIMEOUT_S):
+                return await keys.get_by_hash(key_hash)
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            log.warning("key lookup failed, database unavailable: %s", type(exc).__name__)
+            raise ServiceUnavailable(
+                "The key database is temporarily unavailable; retry shortly.",
+                code="database_unavailable",
+                headers={"retry-after": "1"},
+            ) from None
+
+    return load
+
+
+async def _load_spent(keys: KeyStore, key_id: str) -> int | None:
+    record = await keys.get(key_id)
+    return None if record is None else record.spent_micro
 
 
 def build_state(
@@ -88,13 +155,31 @@ def build_state(
 ) -> AppState:
     engine = create_engine(settings.database_url)
     keys = KeyStore(engine)
+    redis = None
+    if settings.redis_url:
+        redis = RedisServices(
+            settings.redis_url,
+            settings.redis_failure_policy,
+            lambda key_id: _load_spent(keys, key_id),
+            lease_s=settings.timeouts.total_s + 60,  # outlives the longest request
+        )
     session = create_session()
     usage_cfg = settings.usage
+    metrics = Metrics()
+
+    def circuit_changed(channel: str, model: str | None, circuit: CircuitState) -> None:
+        metrics.circuit_changed(channel, model, STATE_CODES[circuit])
+        if redis is not None:
+            redis.circuit.local_change(channel, model, circuit)  # tell the other replicas
+
+    health = MemoryChannelHealth(settings.circuit, on_change=circuit_changed)
+    if redis is not None:
+        redis.circuit.attach(health)
     return AppState(
         settings=settings,
         engine=engine,
         keys=keys,
-        key_cache=KeyCache(keys.get_by_hash, ttl_s=settings.limits.key_cache_ttl_s),
+        key_cache=KeyCache(_guarded_loader(keys), ttl_s=settings.limits.key_cache_ttl_s),
         usage_sink=UsageSink(
             engine,
             interval_s=usage_cfg.batch_interval_ms / 1000,
@@ -102,15 +187,18 @@ def build_state(
             buffer_rows=usage_cfg.buffer_max_rows,
         ),
         usage=UsageQueries(engine),
-        ledger=LocalLedger(),
-        limiter=MemoryRateLimiter(),
+        ledger=LocalLedger() if redis is None else redis.ledger,
+        limiter=MemoryRateLimiter() if redis is None else redis.limiter,
         prices=PriceBook(settings.pricing),
         router=build_router(settings, local_endpoints),
-        health=AlwaysHealthy(),
+        health=health,
         session=session,
         upstream=UpstreamClient(session),
         tokens=TokenCounter(),
         admin_key_hash=admin_key_hash,
         local_endpoints=local_endpoints,
         timeouts=_timeouts(settings),
+        metrics=metrics,
+        redis=redis,
+        concurrency=MemoryConcurrency() if redis is None else redis.concurrency,
     )

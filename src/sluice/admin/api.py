@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,8 +14,8 @@ from starlette.routing import Route
 
 from sluice.admin.schemas import KeyCreate, KeyUpdate, parse_time
 from sluice.errors import AuthenticationFailed, InvalidRequest, NotFound, ServiceUnavailable
+from sluice.health_probe import probe_channel, probe_model
 from sluice.keys import KeyRecord
-from sluice.providers.base import RelayCall
 from sluice.relay.http import json_response, read_json_body
 from sluice.settings import ConfigError, load_settings
 from sluice.state import AppState
@@ -87,6 +85,7 @@ async def create_key(request: Request) -> Response:
         allowed_ips=body.allowed_ips,
         rpm=body.rpm,
         tpm=body.tpm,
+        max_concurrent=body.max_concurrent,
     )
     return json_response({"key": new.secret, **new.record.public_view()}, status=201)
 
@@ -108,10 +107,10 @@ async def _apply(state: AppState, record: KeyRecord, body: KeyUpdate) -> KeyReco
     updated = await state.keys.update(record.id, changes)
     if updated is None:
         raise NotFound("The key was deleted meanwhile.", code="key_not_found")
-    state.key_cache.invalidate(record.key_hash)
     if changes.reset_spent:
         await state.usage_sink.flush()
         await state.ledger.forget(record.id)
+    await state.key_changed(record)  # this cache, and every replica's when Redis is set
     return updated
 
 
@@ -140,8 +139,8 @@ async def delete_key(request: Request) -> Response:
     state = _require_admin(request)
     record = await _key_or_404(state, request.path_params["key_id"])
     await state.keys.delete(record.id)
-    state.key_cache.invalidate(record.key_hash)
     await state.ledger.forget(record.id)
+    await state.key_changed(record)
     return json_response({"id": record.id, "object": "key", "deleted": True})
 
 
@@ -207,40 +206,21 @@ async def test_channel(request: Request) -> Response:
     channel = next((c for c in state.router.channels if c.name == name), None)
     if channel is None:
         raise NotFound(f"No active channel named '{name}'.", code="channel_not_found")
-    model = request.query_params.get("model") or next(
-        (m for m in [*channel.config.model_map, *channel.config.models] if "*" not in m), None
-    )
+    model = request.query_params.get("model") or probe_model(channel)
     if model is None:
         raise InvalidRequest("Pass ?model=NAME: the channel lists only patterns.", param="model")
-    body = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
-    call = RelayCall(
-        endpoint="chat",
-        body=body,
-        raw_body=orjson.dumps(body),
-        requested_model=model,
-        upstream_model=channel.config.upstream_model(model),
-        stream=False,
-        client_wants_usage=False,
-    )
-    started = time.perf_counter()
-    outcome: dict[str, Any] = {"channel": name, "model": model}
-    try:
-        response = await state.upstream.open(
-            channel.adapter.build_request(call, channel.config), state.timeouts
-        )
-        payload = await response.read()
-        response.release()
-        if response.status >= 400:
-            failure = channel.adapter.parse_error(response.status, response.headers, payload)
-            outcome.update(ok=False, status=failure.status, error=failure.message)
-        else:
-            channel.adapter.parse_response(call, payload)
-            outcome.update(ok=True, status=response.status)
-    except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
-        message = getattr(getattr(exc, "failure", None), "message", None) or type(exc).__name__
-        outcome.update(ok=False, status=None, error=message)
-    outcome["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
-    return json_response(outcome)
+    return json_response(await probe_channel(state, channel, model))
+
+
+async def enable_channel(request: Request) -> Response:
+    """Re-enable a channel disabled by the health tracker (dead key, no credit) or reset its
+    circuit breakers. Channels disabled in the config file need a config change instead."""
+    state = _require_admin(request)
+    name = request.path_params["name"]
+    if not any(c.name == name for c in state.settings.channels):
+        raise NotFound(f"No channel named '{name}'.", code="channel_not_found")
+    was_disabled = state.health.enable(name)
+    return json_response({**_channel_view(state, name), "was_disabled": was_disabled})
 
 
 async def reload_config(request: Request) -> Response:
@@ -272,5 +252,6 @@ def admin_routes() -> list[Route]:
         Route("/admin/usage", usage_report, methods=["GET"]),
         Route("/admin/channels", list_channels, methods=["GET"]),
         Route("/admin/channels/{name}/test", test_channel, methods=["POST"]),
+        Route("/admin/channels/{name}/enable", enable_channel, methods=["POST"]),
         Route("/admin/reload", reload_config, methods=["POST"]),
     ]

@@ -52,6 +52,7 @@ class KeyCreate(_Body):
     allowed_ips: list[str] = Field(default_factory=list)
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
+    max_concurrent: int | None = Field(default=None, ge=1)
     expires_at: str | float | None = None
 
     _cidrs = field_validator("allowed_ips")(validate_cidrs)
@@ -69,6 +70,7 @@ class KeyUpdate(_Body):
     allowed_ips: list[str] | None = None
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
+    max_concurrent: int | None = Field(default=None, ge=1)
     expires_at: str | float | None = None
     disabled: bool | None = None
     reset_spent: bool = False
@@ -99,6 +101,8 @@ class KeyUpdate(_Body):
             clear_rpm="rpm" in sent and self.rpm is None,
             tpm=self.tpm,
             clear_tpm="tpm" in sent and self.tpm is None,
+            max_concurrent=self.max_concurrent,
+            clear_max_concurrent="max_concurrent" in sent and self.max_concurrent is None,
             disabled=self.disabled,
             reset_spent=self.reset_spent,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 
@@ -125,9 +126,15 @@ class PriceBook:
             self._cache[model] = rate
         return rate
 
-    def rate_for(self, model: str) -> ModelRate:
-        """The rate to charge, or the unpriced policy's answer."""
+    def rate_for(self, model: str, upstream_names: Iterable[str] = ()) -> ModelRate:
+        """The rate to charge, or the unpriced policy's answer.
+
+        The requested name is priced first; an alias (``model_map``) without a price of its own
+        is priced as the upstream model it maps to.
+        """
         rate = self.find(model)
+        if rate is None:
+            rate = next((r for r in map(self.find, upstream_names) if r is not None), None)
         if rate is not None:
             return rate
         if self._policy == "free":

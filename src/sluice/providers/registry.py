@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sluice.providers.anthropic import AnthropicAdapter
+from sluice.providers.azure import AzureAdapter
 from sluice.providers.base import Adapter
+from sluice.providers.gemini import GeminiAdapter
 from sluice.providers.openai import OpenAIAdapter
 
 __all__ = ["adapter_for", "supported_types"]
@@ -13,6 +16,9 @@ _FACTORIES: dict[str, Callable[[], Adapter]] = {
     "openai": lambda: OpenAIAdapter("openai"),
     "openai-compatible": lambda: OpenAIAdapter("openai-compatible"),
     "local": lambda: OpenAIAdapter("local"),
+    "anthropic": AnthropicAdapter,
+    "azure": AzureAdapter,
+    "gemini": GeminiAdapter,
 }
 
 

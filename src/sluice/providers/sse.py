@@ -21,9 +21,10 @@ class SseSplitter:
     _pending: list[bytes] = field(default_factory=list)
 
     def feed(self, data: bytes) -> list[SseEvent]:
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
         buffer = self._buffer + data
+        if b"\r" in buffer:
+            # On the joined buffer: a CRLF (Gemini ends lines so) may be split between reads.
+            buffer = buffer.replace(b"\r\n", b"\n")
         events: list[SseEvent] = []
         start = 0
         while True:

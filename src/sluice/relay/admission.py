@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
 
 from sluice.auth import check_key, extract_key
+from sluice.concurrency import Lease
 from sluice.errors import NotFound, PermissionDenied, RateLimited
 from sluice.keys import KeyRecord
 from sluice.metering.pricing import ModelRate, UsageTokens
@@ -22,6 +23,9 @@ from sluice.protocol.validate import RequestView, validate_body
 from sluice.providers.base import Endpoint
 from sluice.relay.http import client_ip, read_json_body, request_id_of
 from sluice.state import AppState
+
+if TYPE_CHECKING:
+    from sluice.relay.dialect import Dialect
 
 __all__ = ["Admission", "admit", "authenticate"]
 
@@ -43,6 +47,9 @@ class Admission:
     limit_headers: dict[str, str]
     started: float  # perf_counter at arrival
     created_at: float  # wall clock at arrival
+    # Set when the client speaks another API (e.g. Anthropic): the relay presents through it.
+    dialect: Dialect | None = None
+    lease: Lease | None = None  # a max_concurrent slot, given back at settlement
 
 
 async def authenticate(state: AppState, request: Request) -> KeyRecord:
@@ -71,13 +78,18 @@ def _completion_allowance(state: AppState, view: RequestView) -> int:
     return per_choice * view.n
 
 
-async def admit(state: AppState, request: Request, endpoint: Endpoint) -> Admission:
+async def admit(
+    state: AppState, request: Request, endpoint: Endpoint, dialect: Dialect | None = None
+) -> Admission:
     started = time.perf_counter()
     created_at = time.time()
     request_id = request_id_of(request)
     key = await authenticate(state, request)
     limits = state.settings.limits
-    body, raw = await read_json_body(request, limits.max_body_bytes, limits.max_json_depth)
+    if dialect is None:
+        body, raw = await read_json_body(request, limits.max_body_bytes, limits.max_json_depth)
+    else:
+        body, raw = await dialect.read_body(request)  # already translated to OpenAI format
     view = validate_body(endpoint, body)
     if endpoint == "moderations" and not view.model:
         body = {**body, "model": _DEFAULT_MODERATION_MODEL}
@@ -96,7 +108,8 @@ async def admit(state: AppState, request: Request, endpoint: Endpoint) -> Admiss
             param="model",
             code="model_not_found",
         )
-    rate = state.prices.rate_for(model)
+    upstream_names = (c.config.upstream_model(model) for c in state.router.candidates(model))
+    rate = state.prices.rate_for(model, upstream_names)
     prompt_tokens = _estimate_prompt(state, endpoint, body)
     completion_allowance = _completion_allowance(state, view)
     # Upstreams count with their own tokenizers; hold a margin so the reservation stays an
@@ -112,6 +125,7 @@ async def admit(state: AppState, request: Request, endpoint: Endpoint) -> Admiss
             f"Try again in {retry_after}s.",
             headers={**decision.headers, "retry-after": str(retry_after)},
         )
+    lease = await _take_slot(state, key, request_id, reserved_tokens)
     estimate = rate.cost(UsageTokens(prompt=prompt_allowance, completion=completion_allowance))
     try:
         reservation = await state.ledger.reserve(
@@ -119,6 +133,8 @@ async def admit(state: AppState, request: Request, endpoint: Endpoint) -> Admiss
         )
     except Exception:
         await state.limiter.adjust_tokens(key.id, key.tpm, -reserved_tokens)
+        if lease is not None:
+            await state.concurrency.release(lease)
         raise
     return Admission(
         request_id=request_id,
@@ -133,4 +149,24 @@ async def admit(state: AppState, request: Request, endpoint: Endpoint) -> Admiss
         limit_headers=decision.headers,
         started=started,
         created_at=created_at,
+        dialect=dialect,
+        lease=lease,
     )
+
+
+async def _take_slot(
+    state: AppState, key: KeyRecord, request_id: str, reserved_tokens: int
+) -> Lease | None:
+    """A slot under the key's max_concurrent, or 429 (nothing stays reserved)."""
+    if key.max_concurrent is None:
+        return None
+    lease = await state.concurrency.acquire(key.id, key.max_concurrent, request_id)
+    if lease is None:
+        await state.limiter.adjust_tokens(key.id, key.tpm, -reserved_tokens)
+        raise RateLimited(
+            f"Too many concurrent requests for this key (limit {key.max_concurrent}). "
+            "Retry when one of your requests has finished.",
+            code="concurrency_limit_exceeded",
+            headers={"retry-after": "1"},
+        )
+    return lease

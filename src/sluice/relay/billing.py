@@ -61,6 +61,8 @@ def _metered_usage(state: AppState, admission: Admission, outcome: Outcome) -> U
 
 
 async def settle(state: AppState, admission: Admission, outcome: Outcome) -> UsageRow:
+    if admission.lease is not None:  # first: a failure below must not leak the slot
+        await state.concurrency.release(admission.lease)
     usage = _metered_usage(state, admission, outcome)
     cost = admission.rate.cost(usage)
     await state.ledger.settle(admission.reservation, cost)
@@ -87,4 +89,23 @@ async def settle(state: AppState, admission: Admission, outcome: Outcome) -> Usa
         created_at=admission.created_at,
     )
     state.usage_sink.record(row)
+    _observe(state, row)
     return row
+
+
+def _observe(state: AppState, row: UsageRow) -> None:
+    # Settlement happens exactly once per relayed request: the one place to count it.
+    metrics = state.metrics
+    metrics.observe_relay(
+        endpoint=row.endpoint,
+        model=row.model,
+        channel=row.channel,
+        status=row.status,
+        latency_s=row.latency_ms / 1000,
+        ttft_s=None if row.ttft_ms is None else row.ttft_ms / 1000,
+        prompt=row.prompt_tokens,
+        completion=row.completion_tokens,
+        cached=row.cached_tokens,
+        cost_micro=row.cost_micro,
+    )
+    metrics.usage_queue.set(state.usage_sink.depth)

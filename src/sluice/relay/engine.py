@@ -17,11 +17,13 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sluice.errors import NoAvailableChannel, SluiceError, UpstreamBadResponse
+from sluice.errors import InvalidRequest, NoAvailableChannel, SluiceError, UpstreamBadResponse
 from sluice.providers.base import Endpoint, FailureKind, RelayCall, UpstreamFailure
 from sluice.providers.failures import redact_secrets
+from sluice.providers.media import INLINE_IMAGE_CHANNEL_TYPES, inline_remote_images
 from sluice.relay.admission import Admission, admit
 from sluice.relay.billing import Outcome, settle, text_of_response
+from sluice.relay.dialect import Dialect
 from sluice.relay.http import json_response
 from sluice.relay.stream import RelayStreamingResponse, StreamSession
 from sluice.routing import Channel
@@ -64,8 +66,13 @@ def _response_headers(admission: Admission) -> dict[str, str]:
     return {"x-request-id": admission.request_id, **admission.limit_headers}
 
 
-async def relay(state: AppState, request: Request, endpoint: Endpoint) -> Response:
-    admission = await admit(state, request, endpoint)
+async def relay(
+    state: AppState, request: Request, endpoint: Endpoint, dialect: Dialect | None = None
+) -> Response:
+    admission = await admit(state, request, endpoint, dialect)
+    access = request.scope.get("sluice.log")
+    if access is not None:  # for the access log: ids only, never the key itself
+        access.update(model=admission.view.model, key_id=admission.key.id)
     state.in_flight += 1
     handed_off = False
     try:
@@ -109,9 +116,15 @@ async def _dispatch(state: AppState, admission: Admission, endpoint: Endpoint) -
     deadline = loop.time() + retry.deadline_s
     last: UpstreamFailure | None = None
     attempts = 0
+    pause = 0.0
     for channel in state.router.plan(admission.view.model, endpoint, state.health):
-        if attempts >= retry.max_attempts or loop.time() >= deadline:
+        if attempts >= retry.max_attempts or loop.time() + pause >= deadline:
             break
+        if pause > 0:
+            # Honour the upstream's Retry-After (bounded) only when another attempt follows.
+            await asyncio.sleep(pause)
+        if attempts:
+            state.metrics.retry(endpoint)
         attempts += 1
         attempt = _Attempt(channel=channel, call=_new_call(admission, channel, endpoint))
         try:
@@ -119,6 +132,7 @@ async def _dispatch(state: AppState, admission: Admission, endpoint: Endpoint) -
         except _AttemptFailed as failed:
             last = failed.failure
             state.health.record_failure(channel.name, admission.view.model, last.kind)
+            state.metrics.upstream_error(channel.name, last.kind)
             log.warning(
                 "request %s: channel %s failed (%s, upstream status %s)",
                 admission.request_id,
@@ -128,11 +142,19 @@ async def _dispatch(state: AppState, admission: Admission, endpoint: Endpoint) -
             )
             if last.kind == "client" or not _retryable(state, last):
                 break
-            if last.retry_after_s:
-                pause = min(last.retry_after_s, retry.max_retry_after_s, deadline - loop.time())
-                if pause > 0:
-                    await asyncio.sleep(pause)
-    if last is None:
+            pause = min(last.retry_after_s or 0.0, retry.max_retry_after_s)
+    if last is None and not any(
+        c.adapter.supports(endpoint) for c in state.router.candidates(admission.view.model)
+    ):
+        # e.g. embeddings for a model served only by Anthropic channels: the client's mistake.
+        raise InvalidRequest(
+            f"The endpoint '{endpoint}' is not supported by the channels serving the model "
+            f"'{admission.view.model}'.",
+            param="model",
+            code="unsupported_endpoint",
+        )
+    if last is None or last.code == "upstream_connect_error":
+        # Nothing answered at all (open circuits, disabled or unreachable channels): 503.
         raise NoAvailableChannel(
             f"No channel is available for the model '{admission.view.model}' right now.",
         )
@@ -151,9 +173,20 @@ async def _try_channel(
     state: AppState, admission: Admission, attempt: _Attempt, deadline: float
 ) -> Response:
     channel, call = attempt.channel, attempt.call
+    if channel.config.type in INLINE_IMAGE_CHANNEL_TYPES:
+        # Adapters are pure; providers that need image bytes get remote URLs fetched here
+        # (SSRF-guarded, size- and time-capped). A refused image is a 400 InvalidRequest.
+        call = attempt.call = await inline_remote_images(call, channel.config)
     upstream_request = channel.adapter.build_request(call, channel.config)
+    # The upstream sees the same request id as the client and the usage row. Not the local
+    # llama.cpp server: its request-id plugin answers 400 to ids that are not UUIDs.
+    if channel.config.type != "local":
+        upstream_request.headers["x-request-id"] = admission.request_id
+    budget = deadline - asyncio.get_running_loop().time()
     try:
-        response = await state.upstream.open(upstream_request, state.timeouts)
+        response = await state.upstream.open(
+            upstream_request, state.timeouts_for(channel.config), budget
+        )
     except UpstreamUnavailable as exc:
         raise _AttemptFailed(exc.failure) from None
     if response.status >= 400:
@@ -170,6 +203,16 @@ async def _try_channel(
 
 def _scrub(failure: UpstreamFailure, secret: str) -> UpstreamFailure:
     return replace(failure, message=redact_secrets(failure.message.replace(secret, "[redacted]")))
+
+
+def _with_local_usage(body: bytes, prompt_tokens: int) -> bytes:
+    """Upstreams such as Gemini report no embeddings usage: show the locally counted tokens
+    that are billed, since OpenAI clients expect ``usage`` in every embeddings response."""
+    parsed = orjson.loads(body)
+    if not isinstance(parsed, dict) or isinstance(parsed.get("usage"), dict):
+        return body
+    parsed["usage"] = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+    return orjson.dumps(parsed)
 
 
 async def _read_error_body(response: aiohttp.ClientResponse) -> bytes:
@@ -205,6 +248,12 @@ async def _finish_whole(
             UpstreamFailure(status=502, kind="bad_response", message=exc.message, code=exc.code)
         ) from None
     state.health.record_success(attempt.channel.name, admission.view.model)
+    body_out = parsed.body
+    if parsed.usage is None and attempt.call.endpoint == "embeddings":
+        body_out = _with_local_usage(body_out, admission.prompt_tokens)
+    if admission.dialect is not None:
+        # Before settling: should presenting fail, the caller still settles exactly once.
+        body_out = admission.dialect.present_whole(admission, body_out)
     delivered = None
     if parsed.usage is None:
         delivered = text_of_response(orjson.loads(parsed.body))
@@ -219,7 +268,7 @@ async def _finish_whole(
             delivered_text=delivered,
         ),
     )
-    return json_response(parsed.body, headers=_response_headers(admission))
+    return json_response(body_out, headers=_response_headers(admission))
 
 
 async def _start_stream(
@@ -264,4 +313,7 @@ async def _start_stream(
     headers = _response_headers(admission)
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"
-    return RelayStreamingResponse(session, headers)
+    frames = session.frames()
+    if admission.dialect is not None:
+        frames = admission.dialect.present_stream(admission, frames)
+    return RelayStreamingResponse(session, headers, frames)

@@ -12,10 +12,18 @@ from starlette.responses import Response
 
 from sluice.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
-__all__ = ["read_json_body", "json_response", "request_id_of", "client_ip", "JSON_TYPE"]
+__all__ = [
+    "read_json_body",
+    "json_response",
+    "request_id_of",
+    "client_ip",
+    "JSON_TYPE",
+    "REQUEST_ID_PATTERN",
+]
 
 JSON_TYPE = "application/json"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+REQUEST_ID_PATTERN = _REQUEST_ID  # the access-log middleware assigns ids by the same rule
 
 
 def request_id_of(request: Request) -> str:

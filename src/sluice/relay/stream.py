@@ -17,7 +17,7 @@ import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from sluice.providers.base import StreamTranslator, sse_frame
+from sluice.providers.base import DONE_FRAME, FailureKind, StreamTranslator, sse_frame
 from sluice.relay.admission import Admission
 from sluice.relay.billing import Outcome, settle
 from sluice.state import AppState
@@ -53,6 +53,9 @@ class StreamSession:
         self._status = 499  # until the stream completes, assume the client went away
         self._error_code: str | None = "client_closed_request"
         self._finished = False
+        # The client received [DONE]: a disconnect after that is a completed stream, not a 499
+        # (SDKs close the connection as soon as they read [DONE], racing our own completion).
+        self._done_delivered = False
 
     async def frames(self) -> AsyncIterator[bytes]:
         translator = self._translator
@@ -64,21 +67,37 @@ class StreamSession:
                 async for data in self._chunks:
                     for frame in translator.feed(data):
                         yield frame
+                        if frame == DONE_FRAME:
+                            self._done_delivered = True
+                    if self._done_delivered:
+                        break  # nothing follows [DONE]: end now, not at the upstream's EOF
                     if time.monotonic() > total_deadline:
                         raise TimeoutError("total stream time exceeded")
-                for frame in translator.close():
-                    yield frame
+                if not self._done_delivered:
+                    for frame in translator.close():
+                        yield frame
+                        if frame == DONE_FRAME:
+                            self._done_delivered = True
             if translator.failure is not None:
                 self._status, self._error_code = translator.failure.status, translator.failure.code
+                self._count_failure(translator.failure.kind)
             else:
                 self._status, self._error_code = 200, None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             timed_out = isinstance(exc, TimeoutError)
             self._status = 504 if timed_out else 502
             self._error_code = "upstream_timeout" if timed_out else "upstream_stream_error"
+            self._count_failure("timeout" if timed_out else "bad_response")
             yield sse_frame(orjson.dumps(_stream_error(timed_out, self._error_code)))
         finally:
             self.finish()
+
+    def _count_failure(self, kind: FailureKind) -> None:
+        # A channel that keeps stalling or cutting streams must trip its breaker too, even
+        # though these failures come too late to retry.
+        model = self._admission.view.model
+        self._state.health.record_failure(self._channel, model, kind)
+        self._state.metrics.upstream_error(self._channel, kind)
 
     def finish(self) -> None:
         """Close the upstream and schedule settlement; idempotent."""
@@ -87,6 +106,8 @@ class StreamSession:
         self._finished = True
         # close(), not release(): dropping the connection makes the upstream stop generating.
         self._response.close()
+        if self._status == 499 and self._done_delivered:
+            self._status, self._error_code = 200, None
         translator = self._translator
         usage = translator.usage
         outcome = Outcome(
@@ -119,8 +140,14 @@ async def _settle_logged(state: AppState, admission: Admission, outcome: Outcome
 
 
 class RelayStreamingResponse(StreamingResponse):
-    def __init__(self, session: StreamSession, headers: dict[str, str]) -> None:
-        super().__init__(session.frames(), media_type="text/event-stream", headers=headers)
+    def __init__(
+        self,
+        session: StreamSession,
+        headers: dict[str, str],
+        frames: AsyncIterator[bytes] | None = None,  # session.frames(), possibly re-shaped
+    ) -> None:
+        body = frames if frames is not None else session.frames()
+        super().__init__(body, media_type="text/event-stream", headers=headers)
         self._session = session
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

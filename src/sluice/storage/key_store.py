@@ -39,6 +39,8 @@ class KeyChanges:
     clear_rpm: bool = False
     tpm: int | None = None
     clear_tpm: bool = False
+    max_concurrent: int | None = None
+    clear_max_concurrent: bool = False
     disabled: bool | None = None
     reset_spent: bool = False
 
@@ -58,7 +60,7 @@ class KeyChanges:
             out["allowed_models"] = orjson.dumps(self.allowed_models).decode()
         if self.allowed_ips is not None:
             out["allowed_ips"] = orjson.dumps(self.allowed_ips).decode()
-        for field_name in ("rpm", "tpm"):
+        for field_name in ("rpm", "tpm", "max_concurrent"):
             if getattr(self, f"clear_{field_name}"):
                 out[field_name] = None
             elif getattr(self, field_name) is not None:
@@ -83,6 +85,7 @@ def _to_record(row: RowMapping) -> KeyRecord:
         allowed_ips=orjson.loads(row["allowed_ips"] or "[]"),
         rpm=row["rpm"],
         tpm=row["tpm"],
+        max_concurrent=row["max_concurrent"],
         disabled=bool(row["disabled"]),
         created_at=row["created_at"],
         last_used_at=row["last_used_at"],
@@ -103,6 +106,7 @@ class KeyStore:
         allowed_ips: list[str] | None = None,
         rpm: int | None = None,
         tpm: int | None = None,
+        max_concurrent: int | None = None,
     ) -> NewKey:
         secret = generate_key()
         values: dict[str, Any] = {
@@ -117,6 +121,7 @@ class KeyStore:
             "allowed_ips": orjson.dumps(allowed_ips or []).decode(),
             "rpm": rpm,
             "tpm": tpm,
+            "max_concurrent": max_concurrent,
             "disabled": False,
             "created_at": time.time(),
             "last_used_at": None,

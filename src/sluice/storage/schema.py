@@ -39,6 +39,7 @@ api_keys = Table(
     Column("allowed_ips", Text, nullable=False, server_default="[]"),
     Column("rpm", Integer, nullable=True),
     Column("tpm", Integer, nullable=True),
+    Column("max_concurrent", Integer, nullable=True),  # migration 0002
     Column("disabled", Boolean, nullable=False, server_default="0"),
     Column("created_at", Float, nullable=False),
     Column("last_used_at", Float, nullable=True),

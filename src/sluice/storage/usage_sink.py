@@ -96,6 +96,11 @@ class UsageSink:
 
     async def flush(self) -> int:
         """Write everything queued now; returns the number of rows written."""
+        # Shielded: a caller cancelled mid-commit (shutdown, client gone) must not leave rows
+        # that were committed still queued, or they would be written and charged twice.
+        return await asyncio.shield(self._flush_queued())
+
+    async def _flush_queued(self) -> int:
         written = 0
         async with self._flush_lock:
             while self._rows:

@@ -1,0 +1,1 @@
+"""Benchmark harness for Sluice: fake upstream, load generators, peers and reports."""

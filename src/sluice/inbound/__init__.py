@@ -1,0 +1,6 @@
+"""Other APIs in front of Sluice: client requests in a foreign format are translated to OpenAI
+format, relayed like any other call, and the results translated back."""
+
+from sluice.inbound.anthropic_routes import anthropic_routes
+
+__all__ = ["anthropic_routes"]

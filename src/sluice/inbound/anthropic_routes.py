@@ -1,0 +1,149 @@
+"""``POST /v1/messages`` and ``POST /v1/messages/count_tokens``: Anthropic's API in front.
+
+Requests are translated to OpenAI chat bodies and run through the normal relay (admission,
+routing to any channel type, retries, billing), whose OpenAI-format results are translated back.
+Errors on these routes leave in Anthropic's shape, ``{"type": "error", "error": {...}}``, with
+the same HTTP statuses Sluice uses everywhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sluice.errors import InternalError, NotFound, PermissionDenied, SluiceError
+from sluice.inbound.anthropic_request import to_openai_chat
+from sluice.inbound.anthropic_response import (
+    AnthropicStreamWriter,
+    MessageContext,
+    error_type_for_status,
+    to_anthropic_message,
+)
+from sluice.protocol.validate import validate_body
+from sluice.relay.admission import Admission, authenticate
+from sluice.relay.engine import relay
+from sluice.relay.http import json_response, read_json_body, request_id_of
+from sluice.state import AppState
+
+__all__ = ["AnthropicDialect", "anthropic_routes", "anthropic_error_response"]
+
+log = logging.getLogger("sluice.inbound")
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.sluice
+    return state
+
+
+def anthropic_error_response(request: Request, exc: SluiceError) -> Response:
+    request_id = request_id_of(request)
+    status = exc.http_status
+    body = {
+        "type": "error",
+        "error": {"type": error_type_for_status(status), "message": exc.message},
+        "request_id": request_id,
+    }
+    # Anthropic's SDKs read the id from ``request-id``; Sluice's own header is kept too.
+    headers = {**exc.headers, "x-request-id": request_id, "request-id": request_id}
+    return json_response(body, status, headers)
+
+
+class AnthropicDialect:
+    """The relay's ``Dialect`` for Anthropic Messages clients."""
+
+    def __init__(self, state: AppState) -> None:
+        self._state = state
+        self._thinking = False  # one dialect per request: what the client asked for
+
+    async def read_body(self, request: Request) -> tuple[dict[str, Any], bytes]:
+        limits = self._state.settings.limits
+        params, _raw = await read_json_body(request, limits.max_body_bytes, limits.max_json_depth)
+        body = to_openai_chat(params)
+        thinking = params.get("thinking")  # params is an object: to_openai_chat checked it
+        self._thinking = isinstance(thinking, dict) and thinking.get("type") != "disabled"
+        return body, orjson.dumps(body)
+
+    def _context(self, admission: Admission) -> MessageContext:
+        stop = admission.body.get("stop")
+        stops = tuple(s for s in stop if isinstance(s, str)) if isinstance(stop, list) else ()
+        return MessageContext(
+            message_id=f"msg_{uuid.uuid4().hex}",
+            model=admission.view.model,
+            stop_sequences=stops,
+            input_tokens_estimate=admission.prompt_tokens,
+            count_text=self._state.tokens.count_text,
+            thinking=self._thinking,
+        )
+
+    def present_whole(self, admission: Admission, body: bytes) -> bytes:
+        return orjson.dumps(to_anthropic_message(orjson.loads(body), self._context(admission)))
+
+    async def present_stream(
+        self, admission: Admission, frames: AsyncIterator[bytes]
+    ) -> AsyncIterator[bytes]:
+        writer = AnthropicStreamWriter(self._context(admission))
+        try:
+            # Drain the relay's frames to their end even after message_stop: the session only
+            # records the stream as complete (status 200) when its iterator finishes.
+            async for frame in frames:
+                for event in writer.feed(frame):
+                    yield event
+            for event in writer.close():
+                yield event
+        finally:
+            close = getattr(frames, "aclose", None)
+            if close is not None:
+                await close()
+
+
+async def messages(request: Request) -> Response:
+    state = _state(request)
+    try:
+        response = await relay(state, request, "chat", AnthropicDialect(state))
+    except SluiceError as exc:
+        return anthropic_error_response(request, exc)
+    except Exception:  # noqa: BLE001 - this route must answer in Anthropic's shape
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return anthropic_error_response(
+            request, InternalError("The gateway hit an internal error; it has been logged.")
+        )
+    response.headers["request-id"] = request_id_of(request)
+    return response
+
+
+async def count_tokens(request: Request) -> Response:
+    """Input tokens counted locally (the estimate admission reserves with); no charge."""
+    state = _state(request)
+    try:
+        key = await authenticate(state, request)
+        limits = state.settings.limits
+        params, _raw = await read_json_body(request, limits.max_body_bytes, limits.max_json_depth)
+        if isinstance(params, dict):
+            # count_tokens takes no max_tokens; the translation requires one.
+            params = {**params, "max_tokens": 1, "stream": False}
+        body = to_openai_chat(params)
+        model = validate_body("chat", body).model
+        if not key.allows_model(model):
+            raise PermissionDenied(f"This API key is not allowed to use the model '{model}'.")
+        if not state.router.has_model(model):
+            raise NotFound(f"The model '{model}' does not exist or you do not have access to it.")
+        tokens = state.tokens.count_messages(body["messages"], body.get("tools"))
+    except SluiceError as exc:
+        return anthropic_error_response(request, exc)
+    request_id = request_id_of(request)
+    headers = {"x-request-id": request_id, "request-id": request_id}
+    return json_response({"input_tokens": tokens}, headers=headers)
+
+
+def anthropic_routes() -> list[Route]:
+    return [
+        Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+    ]

@@ -1,0 +1,3 @@
+"""Metrics (Prometheus) and structured access logs."""
+
+__all__: list[str] = []

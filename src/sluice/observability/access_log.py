@@ -1,0 +1,114 @@
+"""Structured JSON access logs and request ids, as pure ASGI middleware.
+
+Every response carries ``x-request-id`` (the client's, when well-formed, else a fresh one); the
+same id is stored in the scope for the relay to send upstream and to key the usage row. One JSON
+line per request goes to the ``sluice.access`` logger. It never contains a key, a header value
+or a body — unless ``log_bodies`` is on, when the first bytes of the request body are added.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sluice.relay.http import REQUEST_ID_PATTERN
+
+__all__ = ["AccessLogMiddleware", "configure_access_log", "SCOPE_REQUEST_ID", "SCOPE_LOG"]
+
+SCOPE_REQUEST_ID = "sluice.request_id"
+SCOPE_LOG = "sluice.log"  # dict the handlers may fill: model, channel, key_id
+_BODY_LOG_BYTES = 4096
+
+log = logging.getLogger("sluice.access")
+
+
+def configure_access_log() -> None:
+    """Send access lines to stderr as bare JSON (server processes only; tests use caplog)."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text = bytes(value).decode("latin-1")
+            if REQUEST_ID_PATTERN.match(text):
+                return text
+            break
+    return f"req_{uuid.uuid4().hex}"
+
+
+class AccessLogMiddleware:
+    def __init__(self, app: ASGIApp, log_bodies: bool = False) -> None:
+        self.app = app
+        self.log_bodies = log_bodies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        scope[SCOPE_REQUEST_ID] = request_id
+        scope[SCOPE_LOG] = {}
+        header = (b"x-request-id", request_id.encode())
+        status = 500
+        body = bytearray()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == b"x-request-id" for name, _ in headers):
+                    headers.append(header)
+                message["headers"] = headers
+            await send(message)
+
+        async def receive_wrapper() -> Message:
+            message = await receive()
+            if message["type"] == "http.request" and len(body) < _BODY_LOG_BYTES:
+                body.extend(message.get("body", b"")[: _BODY_LOG_BYTES - len(body)])
+            return message
+
+        try:
+            await self.app(scope, receive_wrapper if self.log_bodies else receive, send_wrapper)
+        finally:
+            self._finish(scope, request_id, status, started, bytes(body))
+
+    def _finish(
+        self, scope: Scope, request_id: str, status: int, started: float, body: bytes
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        endpoint = scope.get("endpoint")
+        route = getattr(endpoint, "__name__", "unmatched")
+        state = getattr(getattr(scope.get("app"), "state", None), "sluice", None)
+        metrics = getattr(state, "metrics", None)
+        if metrics is not None:
+            metrics.http_requests.get(route, scope["method"], str(status)).inc()
+            metrics.http_latency.get(route).observe(elapsed)
+        if not log.isEnabledFor(logging.INFO):
+            return
+        line: dict[str, Any] = {
+            "ts": round(time.time(), 3),
+            "request_id": request_id,
+            "method": scope["method"],
+            "path": scope["path"],  # never the query string: it may carry a key
+            "route": route,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 2),
+            "client": (scope.get("client") or ("", 0))[0],
+            **scope.get(SCOPE_LOG, {}),
+        }
+        if self.log_bodies:
+            line["body"] = body.decode("utf-8", "replace")
+        log.info(orjson.dumps(line).decode())

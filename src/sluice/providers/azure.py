@@ -1,0 +1,106 @@
+"""Azure OpenAI channels (``type: azure``).
+
+Azure speaks the OpenAI wire format; only addressing differs: the deployment is in the path,
+the API version in the query and the key in an ``api-key`` header. Bodies, responses, errors
+and streams are handled by composing the OpenAI adapter, never by copying it. The one stream
+difference: Azure may open a stream with a chunk that has empty ``choices`` and only
+``prompt_filter_results``; it is dropped because OpenAI never sends such a chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import quote
+
+from sluice.providers.base import (
+    Endpoint,
+    ParsedResponse,
+    RelayCall,
+    UpstreamFailure,
+    UpstreamRequest,
+    UsageTokens,
+)
+from sluice.providers.openai import (
+    ENDPOINT_PATHS,
+    OpenAIAdapter,
+    OpenAIStreamTranslator,
+    prepare_openai_body,
+)
+from sluice.settings import ChannelConfig
+
+__all__ = ["AzureAdapter", "AzureStreamTranslator", "DEFAULT_API_VERSION"]
+
+# The latest GA data-plane version at the time of writing; channels may set api_version.
+DEFAULT_API_VERSION = "2024-10-21"
+
+
+class AzureStreamTranslator:
+    """The OpenAI pass-through translator minus Azure's prompt-filter-only chunks."""
+
+    def __init__(self, inner: OpenAIStreamTranslator) -> None:
+        self._inner = inner
+
+    @staticmethod
+    def _keep(frame: bytes) -> bool:
+        # Byte scan, no decoding: a filter-only chunk has no choices and no usage.
+        return not (
+            b'"prompt_filter_results"' in frame
+            and b'"choices":[]' in frame
+            and b'"usage":{' not in frame
+        )
+
+    def feed(self, data: bytes) -> list[bytes]:
+        return [frame for frame in self._inner.feed(data) if self._keep(frame)]
+
+    def close(self) -> list[bytes]:
+        return [frame for frame in self._inner.close() if self._keep(frame)]
+
+    @property
+    def usage(self) -> UsageTokens | None:
+        return self._inner.usage
+
+    @property
+    def failure(self) -> UpstreamFailure | None:
+        return self._inner.failure
+
+    def delivered_text(self) -> str:
+        return self._inner.delivered_text()
+
+
+class AzureAdapter:
+    name = "azure"
+
+    def __init__(self) -> None:
+        self._openai = OpenAIAdapter("azure")
+
+    def supports(self, endpoint: Endpoint) -> bool:
+        return endpoint != "moderations"  # Azure OpenAI has no moderations endpoint
+
+    def build_request(self, call: RelayCall, channel: ChannelConfig) -> UpstreamRequest:
+        headers = {"content-type": "application/json"}
+        secret = channel.api_key.get_secret_value()
+        if secret:
+            headers["api-key"] = secret
+        headers.update(channel.headers)
+        base = channel.base_url.removesuffix("/openai")
+        deployment = quote(call.upstream_model, safe="")  # model_map: model -> deployment
+        version = quote(channel.api_version or DEFAULT_API_VERSION, safe="")
+        url = (
+            f"{base}/openai/deployments/{deployment}{ENDPOINT_PATHS[call.endpoint]}"
+            f"?api-version={version}"
+        )
+        # Deployment names are arbitrary, so OpenAI's reasoning-model rewrites (keyed on the
+        # model name) are not applied; Azure ignores the body's model field.
+        body = prepare_openai_body(
+            call, force_stream_usage=channel.stream_usage, reasoning_rules=False
+        )
+        return UpstreamRequest(url=url, headers=headers, body=body)
+
+    def parse_response(self, call: RelayCall, body: bytes) -> ParsedResponse:
+        return self._openai.parse_response(call, body)
+
+    def stream_translator(self, call: RelayCall) -> AzureStreamTranslator:
+        return AzureStreamTranslator(self._openai.stream_translator(call))
+
+    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamFailure:
+        return self._openai.parse_error(status, headers, body)

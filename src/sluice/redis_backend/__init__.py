@@ -1,0 +1,3 @@
+"""Redis implementations for running many replicas: shared limits, budgets, key invalidation."""
+
+__all__: list[str] = []

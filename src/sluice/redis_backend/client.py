@@ -1,0 +1,150 @@
+"""The Redis connection shared by the limiter, the ledger and key invalidation.
+
+Redis is an accelerator, not the source of truth: when it stops answering, ``RedisBackend``
+marks itself down with one log line and every caller switches to its fallback at once (no
+per-request connect timeouts while Redis is away). A probe task pings every second and flips
+back on recovery, running the registered recovery hooks (for example: drop budget counters
+that missed settlements during the outage so they are re-seeded from the database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+__all__ = ["RedisBackend", "RedisUnavailable", "key_tag", "OUTAGE_ERRORS"]
+
+log = logging.getLogger("sluice.redis")
+
+# Errors that mean "Redis is not there right now", as opposed to a bug in a script.
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    TimeoutError,
+)
+
+
+class RedisUnavailable(Exception):
+    """Redis is down (or marked down): the caller must use its fallback."""
+
+
+def key_tag(key_id: str) -> str:
+    """Hash-tagged prefix: every Redis key of one API key lands in one Cluster slot, so a Lua
+    script may touch several of them atomically."""
+    return f"{{sluice:key:{key_id}}}"
+
+
+class RedisBackend:
+    def __init__(
+        self,
+        url: str,
+        policy: Literal["open", "closed"] = "open",
+        *,
+        op_timeout_s: float = 1.0,
+        probe_interval_s: float = 1.0,
+        max_connections: int = 64,
+    ) -> None:
+        self.url = url
+        self.policy = policy
+        self._op_timeout_s = op_timeout_s
+        self._probe_interval_s = probe_interval_s
+        # A bounded, blocking pool: a burst of 200 requests queues for 64 connections instead
+        # of opening 200 sockets at once (connect timeouts under load looked like an outage).
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=op_timeout_s * 2,
+            socket_connect_timeout=op_timeout_s,
+            socket_timeout=op_timeout_s,
+        )
+        self.client: redis.Redis = redis.Redis.from_pool(pool)
+        self.healthy = True
+        self._recovery_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._probe: asyncio.Task[None] | None = None
+
+    def on_recovery(self, hook: Callable[[], Awaitable[None]]) -> None:
+        self._recovery_hooks.append(hook)
+
+    async def start(self) -> None:
+        """Check Redis once and start the recovery probe; a dead Redis does not stop startup."""
+        try:
+            await asyncio.wait_for(self.client.ping(), self._op_timeout_s * 2)
+        except OUTAGE_ERRORS as exc:
+            self.mark_down(exc)
+        if self._probe is None:
+            self._probe = asyncio.create_task(self._probe_loop(), name="redis-probe")
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+            self._probe = None
+        await self.client.aclose()
+
+    def mark_down(self, exc: BaseException) -> None:
+        if self.healthy:
+            fallback = (
+                "per-replica rate limits"
+                if self.policy == "open"
+                else "503 for keys with rate limits"
+            )
+            log.error(
+                "redis unreachable at %s (%s: %s); using %s and database-backed budgets "
+                "until it returns",
+                _redact(self.url),
+                type(exc).__name__,
+                exc,
+                fallback,
+            )
+        self.healthy = False
+
+    async def _mark_up(self) -> None:
+        if self.healthy:
+            return
+        self.healthy = True
+        log.warning(
+            "redis reachable again at %s; shared limits and budgets resumed", _redact(self.url)
+        )
+        for hook in self._recovery_hooks:
+            try:
+                await hook()
+            except OUTAGE_ERRORS as exc:
+                self.mark_down(exc)
+                return
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._probe_interval_s)
+            if self.healthy:
+                continue
+            try:
+                await asyncio.wait_for(self.client.ping(), self._op_timeout_s * 2)
+            except OUTAGE_ERRORS:
+                continue
+            await self._mark_up()
+
+    async def call(self, work: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one Redis operation; raises ``RedisUnavailable`` when Redis is (marked) down."""
+        if not self.healthy:
+            raise RedisUnavailable("redis is marked down")
+        try:
+            return await asyncio.wait_for(work(), self._op_timeout_s * 2)
+        except OUTAGE_ERRORS as exc:
+            self.mark_down(exc)
+            raise RedisUnavailable(str(exc)) from exc
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest

@@ -1,0 +1,186 @@
+"""Smoke test for the benchmark harness in bench/ so it cannot rot.
+
+Starts the fake upstream as a separate process, drives it with the asyncio client for about
+a second per case (and Sluice too when its CLI is installed), checks the numbers are sane and
+renders the report from them.  Needs no wrk, LiteLLM, Portkey or network; ~10 s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench import loadgen, procs, report, run, targets  # noqa: E402
+
+pytestmark = pytest.mark.timeout(90)
+
+AUTH = {"Authorization": f"Bearer {targets.UPSTREAM_KEY}"}
+SECONDS = 0.8
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[targets.Context, str]]:
+    ctx = targets.Context(run_dir=tmp_path_factory.mktemp("bench-run"))
+    proc, url, _ = targets.start_upstream(ctx)
+    try:
+        yield ctx, url
+    finally:
+        proc.stop()
+    assert not proc.alive()
+
+
+def stream_run(url: str, headers: dict[str, str], chunks: int, conc: int) -> dict[str, Any]:
+    body = loadgen.chat_body(targets.MODEL, chunks, stream=True)
+    return loadgen.run_client(
+        loadgen.ClientRun(url, body, headers, conc, SECONDS, expected_chunks=chunks)
+    )
+
+
+def json_run(url: str, headers: dict[str, str], conc: int) -> dict[str, Any]:
+    body = loadgen.chat_body(targets.MODEL, 16, stream=False)
+    return loadgen.run_client(loadgen.ClientRun(url, body, headers, conc, SECONDS))
+
+
+def assert_sane_latency(lat: dict[str, float]) -> None:
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert lat["mean"] > 0
+
+
+def assert_sane_stream(res: dict[str, Any], chunks: int, conc: int) -> None:
+    assert res["mode"] == "stream" and res["concurrency"] == conc
+    assert res["errors"] == 0, res["error_samples"]
+    assert res["ok"] >= conc and res["rps"] > 0
+    assert res["chunks_expected"] == chunks
+    assert res["chunks_min"] == res["chunks_max"] == chunks
+    assert res["chunk_mismatches"] == 0
+    assert res["done_seen"] == res["ok"], "every stream must end with data: [DONE]"
+    assert res["usage_seen"] == res["ok"], "include_usage must yield a usage chunk"
+    assert_sane_latency(res["latency_ms"])
+    assert_sane_latency(res["ttft_ms"])
+    assert res["ttft_ms"]["p50"] <= res["latency_ms"]["p50"]
+    assert res["chunks_per_s"] >= res["rps"] * chunks * 0.5
+
+
+def assert_sane_json(res: dict[str, Any], conc: int) -> None:
+    assert res["mode"] == "json" and res["concurrency"] == conc
+    assert res["errors"] == 0, res["error_samples"]
+    assert res["ok"] >= conc and res["rps"] > 0
+    assert res["usage_seen"] == res["ok"]
+    assert_sane_latency(res["latency_ms"])
+
+
+def test_direct_streaming_and_json(upstream: tuple[targets.Context, str]) -> None:
+    ctx, url = upstream
+    chat = f"{url}/v1/chat/completions"
+    before = targets.upstream_stats(url)
+    s1 = stream_run(chat, AUTH, 20, 1)
+    s8 = stream_run(chat, AUTH, 20, 8)
+    j4 = json_run(chat, AUTH, 4)
+    after = targets.upstream_stats(url)
+    assert_sane_stream(s1, 20, 1)
+    assert_sane_stream(s8, 20, 8)
+    assert_sane_json(j4, 4)
+    # Every request the client counted really went to the upstream, and nothing more.
+    assert after["chat_stream"] - before["chat_stream"] == s1["ok"] + s8["ok"]
+    assert after["chat_json"] - before["chat_json"] == j4["ok"]
+    assert after["chunks_sent"] - before["chunks_sent"] == 20 * (s1["ok"] + s8["ok"])
+
+    # The report renders from these numbers (json scenarios stand in for wrk's output).
+    results = {
+        "meta": {
+            "mode": "smoke",
+            "started": "now",
+            "finished": "now",
+            "invocation": "pytest",
+            "plan": {
+                **dataclasses.asdict(run.QUICK),
+                "json_levels": [4],
+                "stream_cases": [[20, 1], [20, 8]],
+            },
+            "machine": run.machine_info(),
+            "upstream": {"chunk_delay_ms": 0.0},
+        },
+        "targets": {
+            "direct": {
+                "status": "ok",
+                "workers": 1,
+                "scenarios": {"json_c4": j4, "stream20_c1": s1, "stream20_c8": s8},
+            },
+            "litellm": {"status": "unavailable", "reason": "not installed in the smoke test"},
+        },
+        "soak": {},
+    }
+    text = report.render(results)
+    assert f"{j4['rps']:,.0f}" in text
+    assert "LiteLLM proxy** — unavailable: not installed in the smoke test" in text
+
+
+def test_wrong_key_counts_as_errors(upstream: tuple[targets.Context, str]) -> None:
+    _, url = upstream
+    body = loadgen.chat_body(targets.MODEL, 5, stream=True)
+    bad = {"Authorization": "Bearer sk-wrong"}
+    res = loadgen.run_client(
+        loadgen.ClientRun(f"{url}/v1/chat/completions", body, bad, 1, 5.0, max_requests=3)
+    )
+    assert res["ok"] == 0 and res["errors"] == 3
+    assert "HTTP 401" in res["error_samples"][0]
+
+
+def test_wrk_script_carries_body_and_headers() -> None:
+    body = loadgen.chat_body(targets.MODEL, 16, stream=False)
+    script = loadgen.wrk_script(body, {"Authorization": "Bearer k]]ey"})
+    assert 'wrk.method = "POST"' in script
+    assert '"max_tokens":16' in script
+    assert "[=[Bearer k]]ey]=]" in script
+    assert loadgen.WRK_MARK in script
+
+
+def _sluice_cli_reason() -> str | None:
+    """Why the Sluice part must be skipped, or None when it can run."""
+    if importlib.util.find_spec("sluice") is None:
+        return "the sluice package is not importable in this interpreter"
+    cli = targets.sluice_cli()
+    if cli is None:
+        return "no `sluice` console script next to the interpreter (pip install -e .)"
+    helped = subprocess.run([str(cli), "--help"], capture_output=True, text=True, timeout=60)
+    if helped.returncode != 0 or "serve" not in helped.stdout:
+        return f"`sluice --help` exited {helped.returncode} without a serve command"
+    return None
+
+
+def test_sluice_streaming_and_json(upstream: tuple[targets.Context, str]) -> None:
+    reason = _sluice_cli_reason()
+    if reason is not None:
+        pytest.skip(f"Sluice part skipped: {reason}")
+    ctx, url = upstream
+    try:
+        target = targets.sluice_target(ctx, "sqlite", workers=1, use_redis=False)
+    except procs.Unavailable as exc:  # the CLI exists, so not starting is a real failure
+        pytest.fail(f"Sluice did not start: {exc}")
+    try:
+        assert_sane_stream(stream_run(target.chat_url, target.headers, 20, 2), 20, 2)
+        assert_sane_json(json_run(target.chat_url, target.headers, 2), 2)
+        assert target.db is not None
+        deadline = time.monotonic() + 5.0  # usage may be written in batches
+        while True:
+            rows = targets.table_counts(target.db)
+            if any(n > 0 for name, n in rows.items() if "usage" in name):
+                break
+            assert time.monotonic() < deadline, f"no usage rows written: {rows}"
+            time.sleep(0.2)
+    finally:
+        target.stop()
+    assert target.process is not None and not target.process.alive()
+    assert target.process not in procs.ManagedProcess.registry

@@ -1,0 +1,158 @@
+"""Timeouts and stream lifecycle: idle/total/first-byte limits, truncation, client disconnect.
+
+A stream that fails after its first byte is never retried; it ends with an error event and the
+key pays for what was delivered, counted locally when the upstream sent no usage.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+
+from tests.conftest import GatewayFactory
+from tests.fakes.faulty_upstream import PROMPT_TOKENS, FaultyUpstream
+from tests.resilience.conftest import channel, fast_settings
+from tests.resilience.helpers import chat, stream_events
+from tests.support import Gateway
+
+Make = Callable[[str], FaultyUpstream]
+
+
+def _delivered(events: list[object]) -> str:
+    text = ""
+    for event in events:
+        if isinstance(event, dict) and event.get("choices"):
+            text += event["choices"][0]["delta"].get("content") or ""
+    return text
+
+
+def _check_billed_for_delivery(gateway: Gateway, key: str, status: int, text: str) -> None:
+    rows = gateway.usage_rows(key)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["status"] == status and row["stream"] is True
+    expected = gateway.state.tokens.count_text(text)
+    assert row["completion_tokens"] == expected > 0, (row, text)
+    assert row["cost_micro"] > 0
+    assert gateway.key_record(key).spent_micro == row["cost_micro"]
+
+
+def test_stalled_stream_times_out_with_error_event_and_bills_delivery(
+    gateway_factory: GatewayFactory, faulty: Make
+) -> None:
+    a = faulty("a").set("stall")
+    gateway = gateway_factory([channel(a, idle_timeout_s=0.5)], **fast_settings())
+    key = gateway.create_key("stall", budget_micro=10_000_000)
+    started = time.monotonic()
+    response = chat(gateway, key, stream=True)
+    assert response.status_code == 200 and time.monotonic() - started < 3
+    events = stream_events(response)
+    assert isinstance(events[-1], dict) and events[-1]["error"]["code"] == "upstream_timeout"
+    assert _delivered(events) == "one two"
+    _check_billed_for_delivery(gateway, key, 504, "one two")
+    assert len(a.hits) == 1, "a stream that started is never retried"
+    # Too late to retry, but it still counts against the channel's breaker.
+    assert gateway.state.health.snapshot("a")["recent"]["by_kind"] == {"timeout": 1}
+
+
+def test_total_timeout_per_channel_cuts_a_slow_stream(
+    gateway_factory: GatewayFactory, faulty: Make
+) -> None:
+    a = faulty("a").set("none", chunk_delay_s=0.3)
+    gateway = gateway_factory([channel(a, timeout_s=1.0)], **fast_settings())
+    key = gateway.create_key("total", budget_micro=10_000_000)
+    started = time.monotonic()
+    response = chat(gateway, key, stream=True)
+    elapsed = time.monotonic() - started
+    events = stream_events(response)
+    assert 0.9 < elapsed < 2.5
+    assert isinstance(events[-1], dict) and events[-1]["error"]["code"] == "upstream_timeout"
+    text = _delivered(events)
+    assert text and text != "one two three four five six"
+    _check_billed_for_delivery(gateway, key, 504, text)
+
+
+def test_truncated_stream_ends_with_error_and_bills_delivery(
+    gateway_factory: GatewayFactory, faulty: Make
+) -> None:
+    a = faulty("a").set("truncate")
+    gateway = gateway_factory([channel(a)], **fast_settings())
+    key = gateway.create_key("truncate", budget_micro=10_000_000)
+    response = chat(gateway, key, stream=True)
+    events = stream_events(response)
+    assert isinstance(events[-1], dict) and "error" in events[-1]
+    assert "[DONE]" not in events
+    rows = gateway.usage_rows(key)
+    assert len(rows) == 1 and rows[0]["status"] >= 500
+    _check_billed_for_delivery(gateway, key, rows[0]["status"], "one two")
+
+
+def test_slow_first_byte_fails_over(gateway_factory: GatewayFactory, faulty: Make) -> None:
+    a, b = faulty("a").set("slow_first_byte", delay_s=5.0), faulty("b")
+    gateway = gateway_factory(
+        [channel(a, priority=1, first_byte_timeout_s=0.3), channel(b)], **fast_settings()
+    )
+    key = gateway.create_key("ttfb", budget_micro=10_000_000)
+    started = time.monotonic()
+    response = chat(gateway, key, stream=True)
+    assert response.status_code == 200
+    assert _delivered(stream_events(response)) == "one two three four five six"
+    assert time.monotonic() - started < 2.0
+    assert len(a.hits) == len(b.hits) == 1
+    row = gateway.usage_rows(key)[0]
+    assert row["status"] == 200 and row["channel"] == "b"
+    assert row["prompt_tokens"] == PROMPT_TOKENS and row["completion_tokens"] == 6
+
+
+def test_long_first_byte_with_short_idle_gap(gateway_factory: GatewayFactory, faulty: Make) -> None:
+    """A slow thinker (first byte 0.8 s) on a channel with a 0.3 s idle limit still answers;
+    its idle limit then applies between chunks."""
+    a = faulty("a").set("slow_first_byte", delay_s=0.8)
+    gateway = gateway_factory(
+        [channel(a, first_byte_timeout_s=2.0, idle_timeout_s=0.3)], **fast_settings()
+    )
+    key = gateway.create_key("thinker", budget_micro=10_000_000)
+    response = chat(gateway, key, stream=True)
+    assert _delivered(stream_events(response)) == "one two three four five six"
+    a.set("stall")
+    started = time.monotonic()
+    events = stream_events(chat(gateway, key, stream=True))
+    assert isinstance(events[-1], dict) and events[-1]["error"]["code"] == "upstream_timeout"
+    assert time.monotonic() - started < 1.5
+
+
+def test_client_disconnect_cancels_upstream_within_a_second(
+    gateway_factory: GatewayFactory, faulty: Make
+) -> None:
+    a = faulty("a").set("none", chunk_delay_s=0.2)
+    gateway = gateway_factory([channel(a)], **fast_settings())
+    key = gateway.create_key("disconnect", budget_micro=10_000_000)
+    payload = {"model": "test-resilience", "stream": True,
+               "messages": [{"role": "user", "content": "hello"}]}  # fmt: skip
+    seen = 0
+    with httpx.Client(timeout=10) as client:
+        with client.stream("POST", f"{gateway.base_url}/chat/completions", json=payload,
+                           headers={"authorization": f"Bearer {key}"}) as response:  # fmt: skip
+            for line in response.iter_lines():
+                if '"content":"' in line and '"content":""' not in line:
+                    seen += 1
+                if seen == 2:
+                    break
+        closed_at = time.monotonic()
+    for _ in range(100):
+        if a.disconnected_at:
+            break
+        time.sleep(0.02)
+    assert a.disconnected_at, "the upstream never saw the connection close"
+    lag = a.disconnected_at[0] - closed_at
+    print(f"upstream saw the disconnect {lag * 1000:.0f} ms after the client left")
+    assert lag < 1.0
+    assert a.completed_streams == 0
+    rows = gateway.usage_rows(key)
+    assert len(rows) == 1 and rows[0]["status"] == 499
+    assert rows[0]["error_code"] == "client_closed_request"
+    # Billed for what was delivered: at least what the client read, never the whole answer.
+    assert 2 <= rows[0]["completion_tokens"] < 6 and rows[0]["cost_micro"] > 0
+    assert gateway.key_record(key).spent_micro == rows[0]["cost_micro"]
