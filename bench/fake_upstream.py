@@ -54,7 +54,18 @@ except ImportError:  # pragma: no cover - orjson is a Sluice dependency
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_CHUNKS = 100_000
-TOKEN_TEXT = "tok "
+# Content tokens cycle through distinct words: some gateways (LiteLLM) abort a stream that
+# repeats the very same chunk over and over.
+WORDS = tuple(
+    (
+        "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
+        "november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu"
+    ).split()
+)
+
+
+def completion_text(n: int) -> str:
+    return "".join(f"{WORDS[i % len(WORDS)]} " for i in range(n))
 
 
 class BadRequestError(Exception):
@@ -411,7 +422,11 @@ class App:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": TOKEN_TEXT * n, "refusal": None},
+                    "message": {
+                        "role": "assistant",
+                        "content": completion_text(n),
+                        "refusal": None,
+                    },
                     "logprobs": None,
                     "finish_reason": "length" if chunks is not None else "stop",
                 }
@@ -441,24 +456,30 @@ class App:
             "system_fingerprint": "fp_bench",
         }
 
-        def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+        def chunk_json(delta: dict[str, Any], finish: str | None) -> bytes:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
             obj: dict[str, Any] = {**base, "choices": [choice]}
             if include_usage:
                 obj["usage"] = None
-            return _frame(_dumps(obj))
+            return _dumps(obj)
+
+        def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+            return _frame(chunk_json(delta, finish))
 
         first = _head(200, b"text/event-stream; charset=utf-8", None, ka) + chunk(
             {"role": "assistant", "content": "", "refusal": None}, None
         )
-        token = chunk({"content": TOKEN_TEXT}, None)
+        # Serialise one token chunk with a marker, then splice each word in (all ASCII).
+        pre, post = chunk_json({"content": "\x00"}, None).split(b"\\u0000")
+        words = [_frame(pre + w.encode() + b" " + post) for w in WORDS[: min(n, len(WORDS))]]
+        tokens = [words[i % len(words)] for i in range(n)]
         tail = chunk({}, "stop")
         if include_usage:
             tail += _frame(_dumps({**base, "choices": [], "usage": usage}))
         tail += _frame(b"[DONE]") + _LAST_CHUNK
         if latency <= 0 and gap <= 0:
-            return first + token * n + tail
-        return Delayed([first, *([token] * n), tail], latency, gap)
+            return first + b"".join(tokens) + tail
+        return Delayed([first, *tokens, tail], latency, gap)
 
 
 # --------------------------------------------------------------------------- server

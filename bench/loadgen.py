@@ -207,12 +207,15 @@ class _Tally:
     chunk_counts: list[int] = field(default_factory=list)
     usage_seen: int = 0
     done_seen: int = 0
+    incomplete: int = 0
+    ok_chunks: int = 0
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     issued: int = 0
 
     def error(self, message: str) -> None:
         self.errors += 1
+        self.incomplete += message.startswith("incomplete stream")
         if len(self.error_samples) < 5 and message not in self.error_samples:
             self.error_samples.append(message[:300])
 
@@ -254,9 +257,15 @@ async def _one_stream(session: Any, run: ClientRun, body: bytes, tally: _Tally) 
     if first is None:
         tally.error("stream ended without any data event")
         return
+    tally.chunk_counts.append(chunks)
+    expected = run.expected_chunks
+    if not done or (expected is not None and chunks != expected):
+        # A stream cut short is a failed request: it must not count as throughput.
+        tally.error(f"incomplete stream: {chunks} content chunks (want {expected}), [DONE]={done}")
+        return
     tally.latencies.append(end - t0)
     tally.ttfts.append(first - t0)
-    tally.chunk_counts.append(chunks)
+    tally.ok_chunks += chunks
     if end > first:
         tally.stream_rates.append(chunks / (end - first))
     tally.usage_seen += usage
@@ -307,7 +316,7 @@ async def run_client_async(run: ClientRun) -> dict[str, Any]:
         await asyncio.gather(*(worker(session) for _ in range(run.concurrency)))
     elapsed = time.perf_counter() - start
     ok = len(tally.latencies)
-    total_chunks = sum(tally.chunk_counts)
+    total_chunks = tally.ok_chunks  # chunks of complete streams only
     result: dict[str, Any] = {
         "tool": "aiohttp-client",
         "mode": "stream" if stream else "json",
@@ -333,6 +342,7 @@ async def run_client_async(run: ClientRun) -> dict[str, Any]:
                 "chunk_mismatches": sum(
                     1 for c in counts if expected is not None and c != expected
                 ),
+                "incomplete_streams": tally.incomplete,
                 "done_seen": tally.done_seen,
                 "chunks_per_s": round(total_chunks / elapsed, 1) if elapsed > 0 else 0.0,
                 "stream_chunks_per_s_p50": round(percentile(sorted(tally.stream_rates), 50), 1),

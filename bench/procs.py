@@ -306,10 +306,12 @@ def worker_rss(summary: Sequence[Mapping[str, Any]]) -> list[float]:
 # --------------------------------------------------------------------------- foreign load
 
 
-def _busy_and_own() -> tuple[float, float]:
-    """CPU seconds: busy on the whole machine, and used by this process and its descendants.
+def _busy_and_own(services: frozenset[str]) -> tuple[float, float]:
+    """CPU seconds: busy on the whole machine, and used by the benchmark itself.
 
-    Children that already exited count through their parent's ``children_*`` times.
+    The benchmark is this process, its descendants, and the processes named in ``services``
+    (the database / Redis servers the target under test uses).  Children that already exited
+    count through their parent's ``children_*`` times.
     """
     import psutil
 
@@ -317,8 +319,11 @@ def _busy_and_own() -> tuple[float, float]:
     idle = t.idle + getattr(t, "iowait", 0.0) + getattr(t, "steal", 0.0)
     busy = sum(t) - idle - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
     me = psutil.Process()
+    mine = [me, *me.children(recursive=True)]
+    if services:
+        mine += [p for p in psutil.process_iter(["name"]) if p.info["name"] in services]
     own = 0.0
-    for p in [me, *me.children(recursive=True)]:
+    for p in mine:
         try:
             c = p.cpu_times()
             own += c.user + c.system + c.children_user + c.children_system
@@ -329,12 +334,13 @@ def _busy_and_own() -> tuple[float, float]:
 
 @dataclass
 class CpuMeter:
-    """Measures how many cores processes outside the harness used during a window."""
+    """Measures how many cores processes outside the benchmark used during a window."""
 
+    services: frozenset[str] = frozenset()
     _start: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def __enter__(self) -> CpuMeter:
-        self._start = (time.monotonic(), *_busy_and_own())
+        self._start = (time.monotonic(), *_busy_and_own(self.services))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -342,18 +348,23 @@ class CpuMeter:
 
     def foreign_cores(self) -> float:
         t0, busy0, own0 = self._start
-        busy1, own1 = _busy_and_own()
+        busy1, own1 = _busy_and_own(self.services)
         elapsed = time.monotonic() - t0
         if elapsed <= 0:
             return 0.0
         return max(0.0, round(((busy1 - busy0) - (own1 - own0)) / elapsed, 2))
 
 
-def wait_quiet(max_wait_s: float, threshold_cores: float = 0.25, window_s: float = 2.0) -> float:
+def wait_quiet(
+    max_wait_s: float,
+    threshold_cores: float = 0.25,
+    window_s: float = 2.0,
+    services: frozenset[str] = frozenset(),
+) -> float:
     """Wait (bounded) until other processes use < ``threshold_cores``; return the last load."""
     deadline = time.monotonic() + max_wait_s
     while True:
-        with CpuMeter() as meter:
+        with CpuMeter(services) as meter:
             time.sleep(window_s)
         load = meter.foreign_cores()
         if load < threshold_cores or time.monotonic() + window_s > deadline:

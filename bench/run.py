@@ -213,22 +213,24 @@ def probe(target: Target, stream: bool) -> str | None:
         target.chat_url, body, target.headers, 1, 60, max_requests=1, expected_chunks=tokens
     )
     res = loadgen.run_client(run)
-    if res["ok"] != 1:
+    if res["ok"] != 1:  # incomplete streams count as errors
         return f"{'stream' if stream else 'JSON'} probe failed: {'; '.join(res['error_samples'])}"
-    if stream and (res["chunk_mismatches"] or not res["done_seen"]):
-        got = f"{res['chunks_min']} content chunks (want {tokens}), [DONE]={res['done_seen']}"
-        return f"stream probe: {got}"
     return None
 
 
 def measured(
-    upstream: str, kind: str, quiet_wait_s: float, fn: Callable[[], dict[str, Any]]
+    target: Target,
+    upstream: str,
+    kind: str,
+    quiet_wait_s: float,
+    fn: Callable[[], dict[str, Any]],
 ) -> dict[str, Any]:
     """Run one scenario; add what the upstream saw and how busy other processes were."""
-    load_before = wait_quiet(quiet_wait_s) if quiet_wait_s > 0 else None
+    svc = target.services
+    load_before = wait_quiet(quiet_wait_s, services=svc) if quiet_wait_s > 0 else None
     before = targets.upstream_stats(upstream).get(kind, 0)
     try:
-        with CpuMeter() as meter:
+        with CpuMeter(svc) as meter:
             res = fn()
     except Exception as exc:  # one broken scenario must not end the run
         return {"error": f"{type(exc).__name__}: {exc}"}
@@ -277,6 +279,7 @@ def run_target(
             key = f"json_c{conc}"
             log(f"  {key}")
             res["scenarios"][key] = measured(
+                target,
                 upstream,
                 "chat_json",
                 quiet_wait_s,
@@ -289,6 +292,7 @@ def run_target(
                 continue
             log(f"  {key}")
             res["scenarios"][key] = measured(
+                target,
                 upstream,
                 "chat_stream",
                 quiet_wait_s,

@@ -75,6 +75,7 @@ class Target:
     db: dict[str, str] | None = None
     startup_s: float | None = None
     config: dict[str, str] = field(default_factory=dict)
+    services: frozenset[str] = frozenset()  # names of the server processes it relies on
 
     @property
     def chat_url(self) -> str:
@@ -364,6 +365,9 @@ def sluice_target(
         db=db,
         startup_s=startup,
         config={_rel(config): config_text},
+        services=frozenset(
+            (["postgres"] if variant == "pg" else []) + (["redis-server"] if redis_url else [])
+        ),
     )
 
 

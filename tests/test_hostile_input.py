@@ -188,3 +188,26 @@ def test_hostile_requests(
     record = gateway.key_record(keys["good"])
     assert record.spent_micro == rows[0]["cost_micro"]
     assert all(UPSTREAM_SECRET not in r.getMessage() for r in caplog.records)
+
+
+def test_client_vanishing_mid_body_is_not_a_server_error(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    key = gateway.create_key("vanish")
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Length: 5000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
+        sock.sendall(head.encode() + b'{"model": "test-model", ')
+    ok = httpx.post(
+        f"{gateway.base_url}/chat/completions",
+        json=chat(),
+        headers={"authorization": f"Bearer {key}"},
+    )
+    assert ok.status_code == 200
+    gateway.flush()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(gateway.usage_rows(key)) == 1, "the vanished request was never admitted"

@@ -21,6 +21,7 @@ __all__ = [
     "PayloadTooLarge",
     "UnsupportedMediaType",
     "RateLimited",
+    "ClientClosedRequest",
     "InsufficientQuota",
     "UpstreamBadResponse",
     "NoAvailableChannel",
@@ -114,6 +115,14 @@ class UnsupportedMediaType(SluiceError):
     status = 415
     type = "invalid_request_error"
     default_code = "unsupported_media_type"
+
+
+class ClientClosedRequest(SluiceError):
+    """The client went away before its request was read; nobody will see the response."""
+
+    status = 499
+    type = "invalid_request_error"
+    default_code = "client_closed_request"
 
 
 class RateLimited(SluiceError):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 
@@ -42,39 +41,21 @@ def create_session() -> aiohttp.ClientSession:
         enable_cleanup_closed=True,
         keepalive_timeout=30,
     )
-    # Learn when the connection is ready, so time to first byte excludes connecting.
-    trace = aiohttp.TraceConfig()
-    trace.on_connection_create_end.append(_connected)
-    trace.on_connection_reuseconn.append(_connected)
+    # No trace_configs and no skip_auto_headers: both cost measurable time on every request
+    # (aiohttp rebuilds the skip set per request and runs every trace signal).
     return aiohttp.ClientSession(
         connector=connector,
-        trace_configs=[trace],
         auto_decompress=True,
-        skip_auto_headers=("User-Agent",),
         raise_for_status=False,
         json_serialize=lambda _: "",  # never used: bodies are pre-serialised bytes
     )
 
 
-@dataclass(slots=True)
-class _HeaderWait:
-    timeout: asyncio.Timeout
-    first_byte_s: float
-    cap: float | None  # loop time when the request's deadline runs out
-
-
-async def _connected(session: aiohttp.ClientSession, context: Any, params: Any) -> None:
-    """Connected (or reused a connection): headers are now due within ``first_byte_s``."""
-    wait = (getattr(context, "trace_request_ctx", None) or {}).get("wait")
-    if isinstance(wait, _HeaderWait) and not wait.timeout.expired():
-        when = asyncio.get_running_loop().time() + wait.first_byte_s
-        wait.timeout.reschedule(when if wait.cap is None else min(when, wait.cap))
-
-
 def _use_idle_timeout(response: aiohttp.ClientResponse, idle_s: float) -> None:
-    # aiohttp's sock_read also bounds the wait for headers, so requests start with the longer of
-    # first-byte and idle; once headers are in, gaps between chunks get the idle limit. The
-    # running timer is restarted too, or the first gap would still get the longer limit
+    # The socket read timeout first bounds the wait for the response headers (time to first
+    # byte, counted from when the request was sent, so connecting is not included); once the
+    # headers are in, gaps between body chunks get the idle limit. The running timer is
+    # restarted too, or the first gap would still get the first-byte limit
     # (tests/resilience/test_streams.py::test_long_first_byte_with_short_idle_gap).
     connection = response.connection
     protocol = connection.protocol if connection is not None else None
@@ -94,15 +75,12 @@ class UpstreamClient:
     ) -> aiohttp.ClientResponse:
         """``budget_s`` caps the wait for headers (what is left of the request's deadline)."""
         # aiohttp's total covers reading the body too: it is the per-channel total timeout.
-        read_s = max(timeouts.idle_s, timeouts.first_byte_s)
         timeout = aiohttp.ClientTimeout(
-            total=timeouts.total_s, connect=timeouts.connect_s, sock_read=read_s
+            total=timeouts.total_s, connect=timeouts.connect_s, sock_read=timeouts.first_byte_s
         )
-        now = asyncio.get_running_loop().time()
-        cap = None if budget_s is None else now + max(budget_s, 0.001)
-        until = now + timeouts.connect_s + timeouts.first_byte_s  # tightened once connected
+        cap = None if budget_s is None else asyncio.get_running_loop().time() + max(budget_s, 0.001)
         try:
-            async with asyncio.timeout_at(until if cap is None else min(until, cap)) as deadline:
+            async with asyncio.timeout_at(cap):
                 response = await self._session.request(
                     request.method,
                     request.url,
@@ -110,9 +88,8 @@ class UpstreamClient:
                     headers=request.headers,
                     timeout=timeout,
                     allow_redirects=False,
-                    trace_request_ctx={"wait": _HeaderWait(deadline, timeouts.first_byte_s, cap)},
                 )
-            if timeouts.idle_s < read_s:
+            if timeouts.idle_s != timeouts.first_byte_s:
                 _use_idle_timeout(response, timeouts.idle_s)
             return response
         except TimeoutError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import subprocess
 import sys
 import time
@@ -64,7 +65,7 @@ def assert_sane_stream(res: dict[str, Any], chunks: int, conc: int) -> None:
     assert res["ok"] >= conc and res["rps"] > 0
     assert res["chunks_expected"] == chunks
     assert res["chunks_min"] == res["chunks_max"] == chunks
-    assert res["chunk_mismatches"] == 0
+    assert res["chunk_mismatches"] == 0 and res["incomplete_streams"] == 0
     assert res["done_seen"] == res["ok"], "every stream must end with data: [DONE]"
     assert res["usage_seen"] == res["ok"], "include_usage must yield a usage chunk"
     assert_sane_latency(res["latency_ms"])
@@ -125,6 +126,23 @@ def test_direct_streaming_and_json(upstream: tuple[targets.Context, str]) -> Non
     text = report.render(results)
     assert f"{j4['rps']:,.0f}" in text
     assert "LiteLLM proxy** — unavailable: not installed in the smoke test" in text
+
+
+def test_stream_wire_format(upstream: tuple[targets.Context, str]) -> None:
+    """OpenAI's SSE shape, with varied content (LiteLLM aborts on 100 identical chunks)."""
+    _, url = upstream
+    body = json.dumps(loadgen.chat_body(targets.MODEL, 30, stream=True)).encode()
+    status, raw = procs.http_post_json(f"{url}/v1/chat/completions", body, AUTH)
+    assert status == 200
+    events = [ln[len(b"data: ") :] for ln in raw.split(b"\n") if ln.startswith(b"data: ")]
+    assert events[-1] == b"[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    contents = [c["choices"][0]["delta"].get("content") for c in chunks[1:-2]]
+    assert len(contents) == 30 and all(contents)
+    assert all(a != b for a, b in zip(contents, contents[1:], strict=False))
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 30
 
 
 def test_wrong_key_counts_as_errors(upstream: tuple[targets.Context, str]) -> None:

@@ -35,6 +35,7 @@ from anthropic.types.message_create_params import (
 from pydantic import TypeAdapter, ValidationError
 
 from tests.fakes.openai_upstream import REPLY_WORDS, Scripted
+from tests.fakes.server import serve_on_loopback
 
 __all__ = ["FakeAnthropic", "AnthropicReceived", "UPSTREAM_KEY", "error_body"]
 
@@ -137,13 +138,7 @@ class FakeAnthropic:
     async def start(self) -> FakeAnthropic:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/messages", self._messages)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve_on_loopback(app)
         return self
 
     async def stop(self) -> None:

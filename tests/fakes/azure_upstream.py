@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.server import serve_on_loopback
 
 __all__ = ["FakeAzure", "AZURE_KEY", "DEPLOYMENTS"]
 
@@ -46,13 +47,7 @@ class FakeAzure(FakeOpenAI):
         app.router.add_post(base + "/chat/completions", self._guard(self._chat))
         app.router.add_post(base + "/completions", self._guard(self._completions))
         app.router.add_post(base + "/embeddings", self._guard(self._embeddings))
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve_on_loopback(app)
         return self
 
     def _guard(self, handler: Handler) -> Handler:

@@ -22,6 +22,8 @@ from aiohttp import web
 from google.genai import types
 from pydantic import ValidationError
 
+from tests.fakes.server import serve_on_loopback
+
 __all__ = [
     "FakeGemini",
     "GeminiReceived",
@@ -140,13 +142,7 @@ class FakeGemini:
     async def start(self) -> FakeGemini:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1beta/models/{target}", self._dispatch)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve_on_loopback(app)
         return self
 
     async def stop(self) -> None:

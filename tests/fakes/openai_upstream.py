@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes.server import serve_on_loopback
+
 __all__ = ["FakeOpenAI", "Received", "Scripted"]
 
 REPLY_WORDS = ["Hello", " from", " the", " fake", " upstream", "!"]
@@ -69,13 +71,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/moderations", self._moderations)
         app.router.add_get("/v1/models", self._models)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve_on_loopback(app)
         return self
 
     async def stop(self) -> None:

@@ -1,8 +1,10 @@
-"""Offline token counting with OpenAI's o200k_base encoding, shipped inside the package.
+"""Offline token counting with OpenAI's cl100k_base encoding, shipped inside the package.
 
-The rank file is OpenAI's published ``o200k_base.tiktoken`` (sha256 checked at load), so no
-download ever happens. For non-OpenAI models the count is an estimate, which is all the
-reservation needs; billing uses the upstream's reported usage whenever there is one.
+The rank file is OpenAI's published ``cl100k_base.tiktoken`` (sha256 checked at load), so no
+download ever happens. Why cl100k and not o200k: the count is an estimate for reservations and a
+fallback when an upstream reports no usage (billing otherwise uses the upstream's own numbers),
+and for that the two are equally good — but o200k's 200k-entry tables cost about 70 MiB per
+worker, cl100k's about 35 MiB, and memory per worker is a budget we measure (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -19,19 +21,20 @@ import tiktoken
 
 __all__ = ["TokenCounter"]
 
-_O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
-# The pre-tokenisation pattern of o200k_base (public, from OpenAI's encoding definition).
-_O200K_PATTERN = "|".join(
-    [
-        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-        r"""\p{N}{1,3}""",
-        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
-        r"""\s*[\r\n]+""",
-        r"""\s+(?!\S)""",
-        r"""\s+""",
-    ]
+_RANKS_FILE = "cl100k_base.tiktoken.gz"
+_RANKS_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+# The pre-tokenisation pattern of cl100k_base (public, from OpenAI's encoding definition).
+_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
 )
+_SPECIAL_TOKENS = {
+    "<|endoftext|>": 100257,
+    "<|fim_prefix|>": 100258,
+    "<|fim_middle|>": 100259,
+    "<|fim_suffix|>": 100260,
+    "<|endofprompt|>": 100276,
+}
 # OpenAI's accounting: every message costs a few framing tokens, every reply is primed with 3.
 _TOKENS_PER_MESSAGE = 3
 _TOKENS_PER_NAME = 1
@@ -42,20 +45,20 @@ _IMAGE_TOKENS = 765
 
 def _load_encoding() -> tiktoken.Encoding:
     raw = gzip.decompress(
-        resources.files("sluice.metering.data").joinpath("o200k_base.tiktoken.gz").read_bytes()
+        resources.files("sluice.metering.data").joinpath(_RANKS_FILE).read_bytes()
     )
-    if hashlib.sha256(raw).hexdigest() != _O200K_SHA256:
-        raise RuntimeError("shipped o200k_base rank file is corrupt (sha256 mismatch)")
+    if hashlib.sha256(raw).hexdigest() != _RANKS_SHA256:
+        raise RuntimeError("shipped cl100k_base rank file is corrupt (sha256 mismatch)")
     ranks: dict[bytes, int] = {}
     for line in raw.splitlines():
         if line:
             token, rank = line.split()
             ranks[base64.b64decode(token)] = int(rank)
     return tiktoken.Encoding(
-        name="o200k_base",
-        pat_str=_O200K_PATTERN,
+        name="cl100k_base",
+        pat_str=_PATTERN,
         mergeable_ranks=ranks,
-        special_tokens={"<|endoftext|>": 199999, "<|endofprompt|>": 200018},
+        special_tokens=_SPECIAL_TOKENS,
     )
 
 

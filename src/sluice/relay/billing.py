@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,9 @@ from sluice.relay.admission import Admission
 from sluice.state import AppState
 from sluice.storage.usage_sink import UsageRow
 
-__all__ = ["Outcome", "settle", "text_of_response"]
+log = logging.getLogger("sluice.billing")
+
+__all__ = ["Outcome", "settle", "settle_in_background", "text_of_response"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,3 +112,15 @@ def _observe(state: AppState, row: UsageRow) -> None:
         cost_micro=row.cost_micro,
     )
     metrics.usage_queue.set(state.usage_sink.depth)
+
+
+def settle_in_background(state: AppState, admission: Admission, outcome: Outcome) -> None:
+    """Settle off the response path; tracked so shutdown waits for it, logged if it fails."""
+    state.spawn(_settle_logged(state, admission, outcome))
+
+
+async def _settle_logged(state: AppState, admission: Admission, outcome: Outcome) -> None:
+    try:
+        await settle(state, admission, outcome)
+    except Exception:  # noqa: BLE001 - a background settlement must not fail silently
+        log.exception("request %s: settlement failed", admission.request_id)

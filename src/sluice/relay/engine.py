@@ -22,7 +22,7 @@ from sluice.providers.base import Endpoint, FailureKind, RelayCall, UpstreamFail
 from sluice.providers.failures import redact_secrets
 from sluice.providers.media import INLINE_IMAGE_CHANNEL_TYPES, inline_remote_images
 from sluice.relay.admission import Admission, admit
-from sluice.relay.billing import Outcome, settle, text_of_response
+from sluice.relay.billing import Outcome, settle, settle_in_background, text_of_response
 from sluice.relay.dialect import Dialect
 from sluice.relay.http import json_response
 from sluice.relay.stream import RelayStreamingResponse, StreamSession
@@ -86,15 +86,10 @@ async def relay(
     finally:
         if not handed_off:
             # Cancelled or crashed mid-flight: release the hold, keep a row of the attempt.
-            state.spawn(_release(state, admission))
+            settle_in_background(
+                state, admission, Outcome(status=499, error_code="client_closed_request")
+            )
         state.in_flight -= 1
-
-
-async def _release(state: AppState, admission: Admission) -> None:
-    try:
-        await settle(state, admission, Outcome(status=499, error_code="client_closed_request"))
-    except Exception:  # noqa: BLE001 - background settlement must not fail silently
-        log.exception("request %s: release failed", admission.request_id)
 
 
 def _new_call(admission: Admission, channel: Channel, endpoint: Endpoint) -> RelayCall:
@@ -257,7 +252,9 @@ async def _finish_whole(
     delivered = None
     if parsed.usage is None:
         delivered = text_of_response(orjson.loads(parsed.body))
-    await settle(
+    # Settled off the response path: the client does not wait for the ledger and limiter
+    # round trips (Redis, when shared); shutdown waits for these tasks.
+    settle_in_background(
         state,
         admission,
         Outcome(

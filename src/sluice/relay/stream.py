@@ -7,7 +7,6 @@ a client that vanished before the body iterator ever started, when no ``finally`
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,12 +18,10 @@ from starlette.types import Receive, Scope, Send
 
 from sluice.providers.base import DONE_FRAME, FailureKind, StreamTranslator, sse_frame
 from sluice.relay.admission import Admission
-from sluice.relay.billing import Outcome, settle
+from sluice.relay.billing import Outcome, settle_in_background
 from sluice.state import AppState
 
 __all__ = ["StreamSession", "RelayStreamingResponse"]
-
-log = logging.getLogger("sluice.relay")
 
 
 class StreamSession:
@@ -120,7 +117,7 @@ class StreamSession:
             ttft_ms=self._ttft_ms,
             stream=True,
         )
-        self._state.spawn(_settle_logged(self._state, self._admission, outcome))
+        settle_in_background(self._state, self._admission, outcome)
 
 
 def _stream_error(timed_out: bool, code: str) -> dict[str, Any]:
@@ -130,13 +127,6 @@ def _stream_error(timed_out: bool, code: str) -> dict[str, Any]:
         else "The upstream connection broke during the stream."
     )
     return {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}}
-
-
-async def _settle_logged(state: AppState, admission: Admission, outcome: Outcome) -> None:
-    try:
-        await settle(state, admission, outcome)
-    except Exception:  # noqa: BLE001 - background settlement must not fail silently
-        log.exception("request %s: settlement failed", admission.request_id)
 
 
 class RelayStreamingResponse(StreamingResponse):
