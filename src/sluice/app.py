@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import multiprocessing
 import os
 import signal
 from collections.abc import AsyncIterator, Mapping
@@ -105,6 +106,16 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(body, headers={"content-type": content_type})
 
 
+async def _exit_with_parent(parent_pid: int) -> None:
+    """A worker whose supervisor died (SIGKILL) stops itself instead of serving on, orphaned."""
+    while True:
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent_pid:
+            log.error("worker %d: supervisor %d is gone; shutting down", os.getpid(), parent_pid)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
 def _install_reload_signal(state: AppState) -> None:
     def reload() -> None:
         path = state.settings.source_path
@@ -145,13 +156,16 @@ def create_app(
         await state.start()  # usage sink; Redis connection and invalidation listener if set
         app.state.sluice = state
         _install_reload_signal(state)
-        probes = asyncio.create_task(run_probe_loop(state), name="health-probes")
+        tasks = [asyncio.create_task(run_probe_loop(state), name="health-probes")]
+        if multiprocessing.parent_process() is not None:  # a uvicorn worker process
+            tasks.append(asyncio.create_task(_exit_with_parent(os.getppid()), name="watchdog"))
         try:
             yield
         finally:
-            probes.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await probes
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await state.close()
             state.metrics.close()
 
