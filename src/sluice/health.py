@@ -91,6 +91,14 @@ class CircuitBreaker:
             self.opened_at = now
             self.probe_at = None
 
+    def force(self, state: CircuitState, now: float) -> None:
+        """Adopt a state another replica reached (shared circuit state over Redis)."""
+        if state == "open" and self.state != "open":
+            self.state, self.opened_at, self.probe_at = "open", now, None
+        elif state == "closed" and self.state != "closed":
+            self.state, self.probe_at, self.consecutive = "closed", None, 0
+            self._window.clear()
+
     def _should_open(self) -> bool:
         if self.consecutive >= self._config.consecutive_failures:
             return True
@@ -218,6 +226,19 @@ class MemoryChannelHealth:
 
     def disabled_channels(self) -> list[str]:
         return list(self._disabled)
+
+    def force_state(self, channel: str, model: str | None, state: str) -> None:
+        """Apply a breaker transition another replica observed; no change is re-announced.
+
+        Only open and closed travel: a half-open probe is each replica's own decision once its
+        cool-down (counted from when it learned of the opening) is over.
+        """
+        if state not in ("open", "closed"):
+            return
+        record = self._record(channel)
+        breaker = record.breaker if model is None else self._model_breaker(record, model)
+        if breaker is not None:
+            breaker.force(state, self._clock())  # type: ignore[arg-type]
 
     # --- reporting -------------------------------------------------------------------------------
 
