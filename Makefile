@@ -39,7 +39,11 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(VENV)/bin/mypy
 
-bench: $(VENV)/.installed-dev
+$(VENV)/.installed-bench: $(VENV)/.installed-dev
+	$(PIP) install --quiet -e '.[dev,local,bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
 	$(PY) bench/run.py
 
 clean:

@@ -451,7 +451,10 @@ def commands_section(results: Results) -> list[str]:
             if isinstance(s, dict) and "command" in s
         }
     )
-    generic = sorted({c.rsplit(" ", 1)[0] for c in wrk_cmds})
+    generic = sorted(
+        {c.rsplit(" ", 1)[0] for c in wrk_cmds},
+        key=lambda c: int(c.split(" -c", 1)[1].split()[0]) if " -c" in c else 0,
+    )
     if generic:
         lines.append("# non-streaming load, per target URL (post.lua below)")
         lines += [f"{c} http://127.0.0.1:PORT/v1/chat/completions" for c in generic]

@@ -452,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
         wrk, wrk_note = ensure_wrk(ctx)
         results["meta"]["wrk"] = {"path": wrk, "note": wrk_note}
         log(f"wrk: {wrk or 'unavailable'} ({wrk_note})")
+        snap = targets.snapshot_sluice(ctx)
+        if snap:
+            log(f"Sluice code snapshot: {snap}")
+        results["meta"]["versions"] = versions(wrk)
         upstream_proc, upstream, up_cmd = targets.start_upstream(
             ctx, latency_ms=args.latency_ms, chunk_delay_ms=args.chunk_delay_ms
         )
@@ -503,7 +507,10 @@ def main(argv: list[str] | None = None) -> int:
         ManagedProcess.stop_all()
         results["meta"]["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         results["meta"]["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        at_start = results["meta"].get("versions", {})
         results["meta"]["versions"] = versions(results["meta"].get("wrk", {}).get("path"))
+        if "sluice" in at_start:  # the code the run measured, not the tree at the end
+            results["meta"]["versions"]["sluice"] = at_start["sluice"]
         json_path = out_dir / "results.json"
         json_path.write_text(json.dumps(results, indent=2) + "\n")
         written = report.write_all(results, out_dir)

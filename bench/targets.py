@@ -55,6 +55,8 @@ class Context:
     workers: int = 2
     install_timeout_s: float = 1500.0
     python: str = sys.executable
+    sluice_src: Path | None = None  # snapshot of src/ that every Sluice variant imports
+    sluice_version: str | None = None
 
     @property
     def logs(self) -> Path:
@@ -198,6 +200,22 @@ def sluice_version() -> str:
     return f"{ver} ({rev or 'no commit'}{' + uncommitted changes' if dirty else ''})"
 
 
+def snapshot_sluice(ctx: Context) -> str | None:
+    """Copy src/sluice into the run directory; Sluice targets then import that copy.
+
+    The tree may change while a long run is going on (it is being developed), and every
+    Sluice variant must run the same code: the one the run started with.
+    """
+    src = REPO_ROOT / "src" / "sluice"
+    if not src.is_dir() or sluice_cli() is None:
+        return None
+    dest = ctx.run_dir / "sluice-src"
+    shutil.copytree(src, dest / "sluice", ignore=shutil.ignore_patterns("__pycache__"))
+    ctx.sluice_src = dest
+    ctx.sluice_version = sluice_version()
+    return ctx.sluice_version
+
+
 def _resp(*parts: str) -> bytes:
     out = [b"*%d\r\n" % len(parts)]
     for p in parts:
@@ -323,6 +341,11 @@ def sluice_target(
     config_text = sluice_config(database_url, redis_url, ctx.upstream)
     config.write_text(config_text)
     env = {**os.environ, "SLUICE_CONFIG": str(config)}
+    if ctx.sluice_src is not None:  # PYTHONPATH comes before the editable install's .pth
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(ctx.sluice_src), env.get("PYTHONPATH")])
+        )
+        notes.append(f"code: snapshot of src/sluice taken at run start ({_rel(ctx.sluice_src)})")
     log = ctx.logs / f"{name}.log"
     commands: list[str] = []
 
@@ -358,7 +381,7 @@ def sluice_target(
         base_url=f"{base}/v1",
         headers={"Authorization": f"Bearer {key}"},
         workers=n_workers,
-        version=sluice_version(),
+        version=ctx.sluice_version or sluice_version(),
         process=proc,
         notes=notes,
         commands=commands,
