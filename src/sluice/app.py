@@ -37,9 +37,14 @@ from sluice.errors import (
 )
 from sluice.health_probe import run_probe_loop
 from sluice.inbound import anthropic_routes
-from sluice.observability.access_log import AccessLogMiddleware, configure_access_log
+from sluice.observability.access_log import (
+    AccessLogMiddleware,
+    configure_access_log,
+    flush_access_log,
+)
 from sluice.relay.http import JSON_TYPE, json_response, request_id_of
 from sluice.relay.routes import relay_routes
+from sluice.runtime import flush_logs_forever, tune_gc
 from sluice.settings import ConfigError, Settings, load_settings, resolve_config_path
 from sluice.state import AppState, build_state
 
@@ -137,7 +142,10 @@ def create_app(
     local_endpoints: Mapping[str, str] | None = None,
     admin_key_hash: str | None = None,
     migrate: bool = True,
+    server_process: bool = False,
 ) -> Starlette:
+    """``server_process``: this interpreter is a ``sluice serve`` worker (GC tuning, buffered
+    access log flushing); embedders and tests leave their own process alone."""
     if admin_key_hash is None:
         if settings.admin_key is None:
             raise ConfigError("an admin key is required (admin_key in the config)")
@@ -159,6 +167,9 @@ def create_app(
         tasks = [asyncio.create_task(run_probe_loop(state), name="health-probes")]
         if multiprocessing.parent_process() is not None:  # a uvicorn worker process
             tasks.append(asyncio.create_task(_exit_with_parent(os.getppid()), name="watchdog"))
+        if server_process:
+            tasks.append(asyncio.create_task(flush_logs_forever(), name="log-flush"))
+            tune_gc()  # last: everything built so far is long-lived
         try:
             yield
         finally:
@@ -168,6 +179,7 @@ def create_app(
                     await task
             await state.close()
             state.metrics.close()
+            flush_access_log()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
@@ -220,4 +232,5 @@ def app_from_env() -> Starlette:
         local_endpoints=endpoints,
         admin_key_hash=os.environ.get(ENV_ADMIN_KEY_HASH),
         migrate=False,
+        server_process=True,
     )

@@ -101,7 +101,7 @@ class CircuitConfig(_Strict):
 
 
 class UsageConfig(_Strict):
-    batch_interval_ms: int = Field(default=50, gt=0)
+    batch_interval_ms: int = Field(default=200, gt=0)
     batch_max_rows: int = Field(default=500, gt=0)
     buffer_max_rows: int = Field(default=100_000, gt=0)
 

@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass
 
 import aiohttp
+from yarl import URL
 
 from sluice.providers.base import UpstreamFailure, UpstreamRequest
 
@@ -66,24 +67,47 @@ def _use_idle_timeout(response: aiohttp.ClientResponse, idle_s: float) -> None:
             restart()
 
 
+_MAX_CACHED = 4096  # distinct upstream URLs / timeout sets; a config has a few dozen
+
+
 class UpstreamClient:
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
+        # Parsed URLs and timeout objects are reused: parsing and building them cost about a
+        # tenth of aiohttp's per-request work, and they repeat for every call to a channel.
+        self._urls: dict[str, URL] = {}
+        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
+
+    def _url(self, url: str) -> URL:
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= _MAX_CACHED:
+                self._urls.clear()
+            parsed = self._urls[url] = URL(url)
+        return parsed
+
+    def _client_timeout(self, timeouts: Timeouts) -> aiohttp.ClientTimeout:
+        # aiohttp's total covers reading the body too: it is the per-channel total timeout.
+        timeout = self._timeouts.get(timeouts)
+        if timeout is None:
+            if len(self._timeouts) >= _MAX_CACHED:
+                self._timeouts.clear()
+            timeout = self._timeouts[timeouts] = aiohttp.ClientTimeout(
+                total=timeouts.total_s, connect=timeouts.connect_s, sock_read=timeouts.first_byte_s
+            )
+        return timeout
 
     async def open(
         self, request: UpstreamRequest, timeouts: Timeouts, budget_s: float | None = None
     ) -> aiohttp.ClientResponse:
         """``budget_s`` caps the wait for headers (what is left of the request's deadline)."""
-        # aiohttp's total covers reading the body too: it is the per-channel total timeout.
-        timeout = aiohttp.ClientTimeout(
-            total=timeouts.total_s, connect=timeouts.connect_s, sock_read=timeouts.first_byte_s
-        )
+        timeout = self._client_timeout(timeouts)
         cap = None if budget_s is None else asyncio.get_running_loop().time() + max(budget_s, 0.001)
         try:
             async with asyncio.timeout_at(cap):
                 response = await self._session.request(
                     request.method,
-                    request.url,
+                    self._url(request.url),
                     data=request.body,
                     headers=request.headers,
                     timeout=timeout,

@@ -14,7 +14,14 @@ from sluice.storage.usage_sink import UsageRow
 
 log = logging.getLogger("sluice.billing")
 
-__all__ = ["Outcome", "settle", "settle_in_background", "text_of_response"]
+__all__ = [
+    "Outcome",
+    "settle",
+    "settle_in_background",
+    "settle_logged",
+    "settle_soon",
+    "text_of_response",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +123,22 @@ def _observe(state: AppState, row: UsageRow) -> None:
 
 def settle_in_background(state: AppState, admission: Admission, outcome: Outcome) -> None:
     """Settle off the response path; tracked so shutdown waits for it, logged if it fails."""
-    state.spawn(_settle_logged(state, admission, outcome))
+    state.spawn(settle_logged(state, admission, outcome))
 
 
-async def _settle_logged(state: AppState, admission: Admission, outcome: Outcome) -> None:
+async def settle_soon(state: AppState, admission: Admission, outcome: Outcome) -> None:
+    """Settle without making the client wait for a shared store.
+
+    With Redis the ledger and limiter are network round trips: they run as a background task.
+    In-process they complete without suspending, and a task would cost more than the work.
+    """
+    if state.redis is None:
+        await settle_logged(state, admission, outcome)
+    else:
+        settle_in_background(state, admission, outcome)
+
+
+async def settle_logged(state: AppState, admission: Admission, outcome: Outcome) -> None:
     try:
         await settle(state, admission, outcome)
     except Exception:  # noqa: BLE001 - a background settlement must not fail silently

@@ -22,7 +22,13 @@ from sluice.providers.base import Endpoint, FailureKind, RelayCall, UpstreamFail
 from sluice.providers.failures import redact_secrets
 from sluice.providers.media import INLINE_IMAGE_CHANNEL_TYPES, inline_remote_images
 from sluice.relay.admission import Admission, admit
-from sluice.relay.billing import Outcome, settle, settle_in_background, text_of_response
+from sluice.relay.billing import (
+    Outcome,
+    settle,
+    settle_in_background,
+    settle_soon,
+    text_of_response,
+)
 from sluice.relay.dialect import Dialect
 from sluice.relay.http import json_response
 from sluice.relay.stream import RelayStreamingResponse, StreamSession
@@ -252,9 +258,8 @@ async def _finish_whole(
     delivered = None
     if parsed.usage is None:
         delivered = text_of_response(orjson.loads(parsed.body))
-    # Settled off the response path: the client does not wait for the ledger and limiter
-    # round trips (Redis, when shared); shutdown waits for these tasks.
-    settle_in_background(
+    # The client does not wait for the ledger and limiter round trips (Redis, when shared).
+    await settle_soon(
         state,
         admission,
         Outcome(
