@@ -12,6 +12,8 @@ collected, just less often; memory stays bounded (the soak in bench/ checks RSS 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import gc
 
 from sluice.observability.access_log import flush_access_log
@@ -25,6 +27,18 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    _return_free_memory()
+
+
+def _return_free_memory() -> None:
+    """Give the heap pages freed by start-up (config parsing, tokenizer loading) back to the
+    OS; glibc keeps them otherwise, and they would count in every worker's RSS."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
+        return
+    trim(0)
 
 
 async def flush_logs_forever(interval_s: float = 1.0) -> None:

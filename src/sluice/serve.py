@@ -9,6 +9,7 @@ import secrets
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import uvicorn
@@ -20,6 +21,7 @@ from sluice.settings import LOCAL_MODEL_NAME, ConfigError, Settings, load_settin
 from sluice.storage.db import create_engine, is_sqlite
 from sluice.storage.key_store import KeyStore
 from sluice.storage.migrate import upgrade_database
+from sluice.workers import WorkerPool, reuse_port_supported
 
 __all__ = ["serve", "state_dir"]
 
@@ -159,23 +161,31 @@ def serve(config: Path | None, host: str, port: int, workers: int) -> int:
     os.environ[ENV_LOCAL_ENDPOINTS] = orjson.dumps(endpoints).decode()
     os.environ[ENV_ADMIN_KEY_HASH] = admin_hash
     _prepare_metrics_dir(settings, workers)
-    # uvicorn re-raises the SIGTERM/SIGINT it handled once it has shut down gracefully; a
-    # no-op handler here turns that into a normal return, so a clean drain exits with 0.
-    for handled in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(handled, lambda *_: None)
+    uvicorn_config: dict[str, Any] = {
+        "app": "sluice.app:app_from_env",
+        "factory": True,
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "log_level": settings.log_level,
+        "timeout_graceful_shutdown": int(settings.shutdown_grace_s),
+    }
     try:
-        uvicorn.run(
-            "sluice.app:app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            loop="uvloop",
-            http="httptools",
-            access_log=False,
-            log_level=settings.log_level,
-            timeout_graceful_shutdown=int(settings.shutdown_grace_s),
-        )
+        if workers > 1 and reuse_port_supported():
+            pool = WorkerPool(uvicorn_config, workers, settings.shutdown_grace_s)
+            try:
+                pool.check_port()
+            except OSError as exc:
+                print(f"sluice: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+                return 1
+            return pool.run()
+        # uvicorn re-raises the SIGTERM/SIGINT it handled once it has shut down gracefully; a
+        # no-op handler here turns that into a normal return, so a clean drain exits with 0.
+        for handled in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(handled, lambda *_: None)
+        uvicorn.run(**uvicorn_config, workers=workers)
     finally:
         for server in servers:
             server.stop()

@@ -24,6 +24,7 @@ import orjson
 import pytest
 import yaml
 
+from sluice.settings import UsageConfig
 from tests.conftest import require_service
 from tests.fakes.faulty_upstream import FaultyUpstream
 from tests.resilience.conftest import MODEL, channel
@@ -193,9 +194,9 @@ async def test_sigkill_mid_load_then_restart_is_healthy_and_loss_is_bounded(
     billed = {request_id for request_id, _ in rows}
     lost = ok_ids - billed
     figures = {"ok_200_before_kill": len(ok_ids), "rows_lost": len(lost),
-               "batch_interval_ms": 50}  # fmt: skip
+               "batch_interval_ms": UsageConfig().batch_interval_ms}  # fmt: skip
     print("SIGKILL " + orjson.dumps(figures).decode())
-    # The loss is bounded by what one batch window (50 ms) completes, plus settlements in flight.
+    # The loss is bounded by what one batch window completes, plus settlements in flight.
     assert len(lost) <= max(10, len(ok_ids) // 5), figures
     assert spent == sum(cost for _, cost in rows), "the spent counter never disagrees with rows"
 

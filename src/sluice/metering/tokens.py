@@ -54,12 +54,17 @@ def _load_encoding() -> tiktoken.Encoding:
         if line:
             token, rank = line.split()
             ranks[base64.b64decode(token)] = int(rank)
-    return tiktoken.Encoding(
+    encoding = tiktoken.Encoding(
         name="cl100k_base",
         pat_str=_PATTERN,
         mergeable_ranks=ranks,
         special_tokens=_SPECIAL_TOKENS,
     )
+    # The Rust core keeps its own copy of the ranks; tiktoken holds on to the Python dict only
+    # to pickle the encoding, which Sluice never does. Dropping it saves ~16 MB per worker.
+    if isinstance(getattr(encoding, "_mergeable_ranks", None), dict):
+        encoding._mergeable_ranks = {}
+    return encoding
 
 
 class TokenCounter:

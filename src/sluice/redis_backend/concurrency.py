@@ -40,9 +40,7 @@ class RedisConcurrency:
     async def acquire(self, key_id: str, limit: int, request_id: str) -> Lease | None:
         args: list[str | int | float] = [limit, request_id, self._lease_s]
         try:
-            got = await self._backend.call(
-                lambda: self._acquire(keys=[self._key(key_id)], args=args)
-            )
+            got = await self._backend.script(self._acquire, [self._key(key_id)], list(args))
         except RedisUnavailable:
             if self._backend.policy == "closed":
                 raise ServiceUnavailable(

@@ -117,7 +117,7 @@ class RedisLedger:
         self, key_id: str, budget: int | None, amount: int, seed: int
     ) -> list[int]:
         args = [-1 if budget is None else budget, amount, seed, _TTL_S]
-        raw = await self._backend.call(lambda: self._reserve(keys=[self._key(key_id)], args=args))
+        raw = await self._backend.script(self._reserve, [self._key(key_id)], args)
         return [int(v) for v in raw]
 
     async def _reserve_locally(
@@ -139,9 +139,7 @@ class RedisLedger:
             return
         args = [reservation.amount, actual]
         try:
-            await self._backend.call(
-                lambda: self._settle(keys=[self._key(reservation.key_id)], args=args)
-            )
+            await self._backend.script(self._settle, [self._key(reservation.key_id)], args)
         except RedisUnavailable:
             # The Redis counter now holds a stale reservation: drop it on recovery.
             self._outage_keys.add(reservation.key_id)

@@ -110,7 +110,7 @@ class RedisRateLimiter:
             return LimitDecision(True)
         args = [-1 if rpm is None else rpm, -1 if tpm is None else tpm, tokens]
         try:
-            raw = await self._backend.call(lambda: self._admit(keys=self._keys(key_id), args=args))
+            raw = await self._backend.script(self._admit, self._keys(key_id), args)
         except RedisUnavailable:
             if self._backend.policy == "closed":
                 raise ServiceUnavailable(
@@ -126,9 +126,7 @@ class RedisRateLimiter:
         if tpm is None or delta == 0:
             return
         try:
-            await self._backend.call(
-                lambda: self._adjust(keys=self._keys(key_id)[1:], args=[delta])
-            )
+            await self._backend.script(self._adjust, self._keys(key_id)[1:], [delta])
         except RedisUnavailable:
             await self._fallback.adjust_tokens(key_id, tpm, delta)
 

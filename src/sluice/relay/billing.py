@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -75,11 +76,16 @@ async def settle(state: AppState, admission: Admission, outcome: Outcome) -> Usa
         await state.concurrency.release(admission.lease)
     usage = _metered_usage(state, admission, outcome)
     cost = admission.rate.cost(usage)
-    await state.ledger.settle(admission.reservation, cost)
     used_tokens = usage.prompt + usage.completion
-    await state.limiter.adjust_tokens(
+    settle_budget = state.ledger.settle(admission.reservation, cost)
+    adjust_window = state.limiter.adjust_tokens(
         admission.key.id, admission.key.tpm, used_tokens - admission.reserved_tokens
     )
+    if state.redis is None:
+        await settle_budget
+        await adjust_window
+    else:  # started together, both scripts share one pipelined round trip
+        await asyncio.gather(settle_budget, adjust_window)
     row = UsageRow(
         request_id=admission.request_id,
         key_id=admission.key.id,
