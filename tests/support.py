@@ -150,8 +150,9 @@ def start_gateway(
     app = create_app(settings, local_endpoints=local_endpoints)
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False
-    )
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False,
+        timeout_keep_alive=max(int(settings.keep_alive_s), 1),  # as `sluice serve` sets it
+    )  # fmt: skip
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     gateway = Gateway(loop=loop, server=server, port=port, app=app)

@@ -171,6 +171,7 @@ def serve(config: Path | None, host: str, port: int, workers: int) -> int:
         "access_log": False,
         "log_level": settings.log_level,
         "timeout_graceful_shutdown": int(settings.shutdown_grace_s),
+        "timeout_keep_alive": max(int(settings.keep_alive_s), 1),
     }
     try:
         if workers > 1 and reuse_port_supported():

@@ -101,7 +101,7 @@ class CircuitConfig(_Strict):
 
 
 class UsageConfig(_Strict):
-    batch_interval_ms: int = Field(default=200, gt=0)
+    batch_interval_ms: int = Field(default=50, gt=0)
     batch_max_rows: int = Field(default=500, gt=0)
     buffer_max_rows: int = Field(default=100_000, gt=0)
 
@@ -165,6 +165,10 @@ class Settings(_Strict):
     pricing: PricingConfig = Field(default_factory=PricingConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+    # Idle client connections are kept this long. Longer than clients' own idle limits (httpx
+    # 5 s, aiohttp 15 s, most load balancers 60 s), so the client always closes first and
+    # never sends a request on a connection the server is closing at that very moment.
+    keep_alive_s: float = Field(default=75.0, gt=0)
     channels: list[ChannelConfig] = Field(default_factory=list)
     source_path: str | None = None
 

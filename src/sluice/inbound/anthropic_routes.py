@@ -92,11 +92,13 @@ class AnthropicDialect:
         try:
             # Drain the relay's frames to their end even after message_stop: the session only
             # records the stream as complete (status 200) when its iterator finishes.
-            async for frame in frames:
-                for event in writer.feed(frame):
-                    yield event
-            for event in writer.close():
-                yield event
+            async for frames_read_together in frames:
+                events = writer.feed(frames_read_together)
+                if events:
+                    yield b"".join(events)  # one write, like the OpenAI stream
+            events = writer.close()
+            if events:
+                yield b"".join(events)
         finally:
             close = getattr(frames, "aclose", None)
             if close is not None:

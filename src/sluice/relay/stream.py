@@ -55,26 +55,33 @@ class StreamSession:
         self._done_delivered = False
 
     async def frames(self) -> AsyncIterator[bytes]:
+        """The client's stream, one write per upstream read.
+
+        Every frame translated from one upstream read goes out in a single write: a fast
+        upstream often delivers dozens of events per read, and a write (and a trip through the
+        ASGI send chain) per event cost more than the whole translation.
+        """
         translator = self._translator
         total_deadline = time.monotonic() + self._state.settings.timeouts.total_s
         try:
-            for frame in self._first:
-                yield frame
-            if translator.failure is None:
+            if self._first:
+                yield b"".join(self._first)
+                self._done_delivered = DONE_FRAME in self._first
+            if translator.failure is None and not self._done_delivered:
                 async for data in self._chunks:
-                    for frame in translator.feed(data):
-                        yield frame
-                        if frame == DONE_FRAME:
+                    batch = translator.feed(data)
+                    if batch:
+                        yield b"".join(batch)
+                        if DONE_FRAME in batch:
                             self._done_delivered = True
-                    if self._done_delivered:
-                        break  # nothing follows [DONE]: end now, not at the upstream's EOF
+                            break  # nothing follows [DONE]: end now, not at the upstream's EOF
                     if time.monotonic() > total_deadline:
                         raise TimeoutError("total stream time exceeded")
                 if not self._done_delivered:
-                    for frame in translator.close():
-                        yield frame
-                        if frame == DONE_FRAME:
-                            self._done_delivered = True
+                    batch = translator.close()
+                    if batch:
+                        yield b"".join(batch)
+                        self._done_delivered = DONE_FRAME in batch
             if translator.failure is not None:
                 self._status, self._error_code = translator.failure.status, translator.failure.code
                 self._count_failure(translator.failure.kind)

@@ -57,7 +57,7 @@ class UsageSink:
         self,
         engine: AsyncEngine,
         *,
-        interval_s: float = 0.2,
+        interval_s: float = 0.05,
         batch_rows: int = 500,
         buffer_rows: int = 100_000,
     ) -> None:
