@@ -205,6 +205,92 @@ def headline(results: Results) -> list[str]:
     return table(header, rows)
 
 
+def _verdict(ok: bool | None) -> str:
+    return "–" if ok is None else ("met" if ok else "**not met**")
+
+
+def _at_least(value: float | None, bound: float) -> bool | None:
+    return None if value is None else value >= bound
+
+
+def _at_most(value: float | None, bound: float) -> bool | None:
+    return None if value is None else value <= bound
+
+
+def goals_section(results: Results) -> list[str]:
+    """Each Sluice target against the targets of the performance issue, from this run only."""
+    names = ok_targets(results)
+    rows: list[list[str]] = []
+    for n in (x for x in names if x.startswith("sluice")):
+        mine = scenario(results, n, "json_c64")
+        rps = metric(mine, "rps")
+        for peer, bound in (("litellm", 10.0), ("portkey", 2.0)):
+            theirs = metric(scenario(results, peer, "json_c64"), "rps")
+            value = None if rps is None or not theirs else rps / theirs
+            shown = "–" if value is None else f"{value:.2f}×"
+            goal = f"RPS at c=64 ≥ {bound:g}× {title(peer)}"
+            rows.append([title(n), goal, shown, _verdict(_at_least(value, bound))])
+        for pct, bound in (("p50", 0.5), ("p99", 2.0)):
+            value = added(results, n, "json_c1", "latency_ms", pct)
+            rows.append(
+                [
+                    title(n),
+                    f"added {pct} at c=1 ≤ {bound:g} ms",
+                    ms(value),
+                    _verdict(_at_most(value, bound)),
+                ]
+            )
+        value = added(results, n, "stream20_c1", "ttft_ms", "p50")
+        rows.append(
+            [title(n), "added TTFT p50 at c=1 ≤ 1 ms", ms(value), _verdict(_at_most(value, 1.0))]
+        )
+        for key in stream_keys(results):
+            got = metric(scenario(results, n, key), "chunks_per_s")
+            base = metric(scenario(results, "direct", key), "chunks_per_s")
+            value = None if got is None or not base else got / base
+            rows.append(
+                [
+                    title(n),
+                    f"chunks/s within 20% of direct ({label(key)})",
+                    "–" if value is None else f"{value:.2f}× direct",
+                    _verdict(_at_least(value, 0.8)),
+                ]
+            )
+        workers = [
+            p for p in results["targets"][n].get("rss", []) if p["role"] in ("worker", "main")
+        ]
+        peak = max((p["max_mib"] for p in workers), default=None)
+        peak_mb = None if peak is None else peak * 1.048576
+        rows.append(
+            [
+                title(n),
+                "RSS per worker ≤ 120 MB (max over the run)",
+                "–" if peak is None else f"{peak_mb:.0f} MB ({peak:.0f} MiB)",
+                _verdict(_at_most(peak_mb, 120.0)),
+            ]
+        )
+        soak = (results.get("soak") or {}).get(n)
+        if soak:
+            growth = [
+                p["growth_mib"] / p["first_mib"]
+                for p in soak["rss"]
+                if p["role"] in ("worker", "main") and p["first_mib"]
+            ]  # noqa: E501
+            worst = max(growth, default=None)
+            goal = f"RSS growth < 10% across the soak ({soak['requests']:,} requests)"
+            rows.append(
+                [
+                    title(n),
+                    goal,
+                    "–" if worst is None else f"{worst:.1%}",
+                    _verdict(_at_most(worst, 0.1)),
+                ]
+            )
+    if not rows:
+        return ["No Sluice target ran.", ""]
+    return table(["target", "goal (performance issue)", "this run", "verdict"], rows)
+
+
 def ratios(results: Results) -> list[str]:
     names = ok_targets(results)
     sluices = [n for n in names if n.startswith("sluice")]
@@ -492,6 +578,12 @@ def render(results: Results) -> str:
         "",
         *noise_warning(results),
         *headline(results),
+        "## Goals",
+        "",
+        "The performance issue's targets, judged on this run's figures only (ratios between "
+        "targets measured minutes apart on the same machine).",
+        "",
+        *goals_section(results),
         "## Sluice vs peers (ratios)",
         "",
         "RPS ratio > 1 means Sluice serves more; p50 latency ratio > 1 means the peer is slower.",

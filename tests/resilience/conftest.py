@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.fakes.faulty_upstream import FaultyUpstream
 from tests.support import LoopThread
+
+if TYPE_CHECKING:
+    from tests.resilience.processes import ServerProcess
 
 UPSTREAM_KEY = "sk-upstream-RESILIENCE-secret-42424242"
 MODEL = "test-resilience"
@@ -49,3 +52,12 @@ def fast_settings(**extra: Any) -> dict[str, Any]:
     }
     settings.update(extra)
     return settings
+
+
+@pytest.fixture
+def servers() -> Iterator[list[ServerProcess]]:
+    """Real ``sluice serve`` processes started by a test; killed at its end if still running."""
+    started: list[ServerProcess] = []
+    yield started
+    for server in started:
+        server.stop()

@@ -9,86 +9,25 @@ healthy; the completed requests whose rows were still queued are lost (measured 
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import signal
 import sqlite3
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-import pytest
-import yaml
 
 from sluice.settings import UsageConfig
 from tests.conftest import require_service
 from tests.fakes.faulty_upstream import FaultyUpstream
-from tests.resilience.conftest import MODEL, channel
+from tests.resilience.conftest import MODEL
+from tests.resilience.processes import ServerProcess, server_config
 from tests.support import ADMIN_KEY, free_port
 
 Make = Callable[[str], FaultyUpstream]
-SLUICE = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "sluice"
-
-
-class ServerProcess:
-    def __init__(self, config: Path, port: int, log: Path, workers: int = 1) -> None:
-        self.port = port
-        self._log = log.open("ab")
-        command = [str(SLUICE), "serve", "--config", str(config), "--port", str(port)]
-        self.proc = subprocess.Popen(
-            [*command, "--workers", str(workers)],
-            cwd=config.parent, stdout=self._log, stderr=subprocess.STDOUT,
-            env={k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")},
-        )  # fmt: skip
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "the server exited during start-up"
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("the server did not become ready")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
-
-
-@pytest.fixture
-def servers() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for server in started:
-        server.stop()
-
-
-def _config(tmp_path: Path, upstream: FaultyUpstream, **extra: Any) -> Path:
-    raw: dict[str, Any] = {
-        "database_url": f"sqlite:///{tmp_path / 'sluice.db'}",
-        "admin_key": ADMIN_KEY,
-        "log_level": "warning",
-        "shutdown_grace_s": 10,
-        "channels": [channel(upstream)],
-        "pricing": {"overrides": {"test-*": {"input": 1.0, "output": 2.0}}},
-        **extra,
-    }
-    path = tmp_path / "sluice.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 def _create_key(server: ServerProcess) -> tuple[str, str]:
@@ -143,7 +82,7 @@ async def test_sigterm_drains_in_flight_streams_and_flushes_usage(
     tmp_path: Path, faulty: Make, servers: list[ServerProcess]
 ) -> None:
     upstream = faulty("up").set("none", chunk_delay_s=0.15)  # a stream lasts about 1 s
-    server = ServerProcess(_config(tmp_path, upstream), free_port(), tmp_path / "server.log")
+    server = ServerProcess(server_config(tmp_path, upstream), free_port(), tmp_path / "server.log")
     servers.append(server)
     server.wait_ready()
     key, key_id = _create_key(server)
@@ -176,7 +115,7 @@ async def test_sigkill_mid_load_then_restart_is_healthy_and_loss_is_bounded(
     tmp_path: Path, faulty: Make, servers: list[ServerProcess]
 ) -> None:
     upstream = faulty("up").set("none")
-    config = _config(tmp_path, upstream)
+    config = server_config(tmp_path, upstream)
     server = ServerProcess(config, free_port(), tmp_path / "server.log")
     servers.append(server)
     server.wait_ready()
@@ -208,7 +147,7 @@ def test_metrics_aggregate_across_worker_processes(
     require_service("Redis", "127.0.0.1", 6379)  # several workers need shared limits
     upstream = faulty("up")
     redis_url = f"redis://127.0.0.1:6379/{1 + secrets.randbelow(15)}"
-    config = _config(tmp_path, upstream, redis_url=redis_url)
+    config = server_config(tmp_path, upstream, redis_url=redis_url)
     server = ServerProcess(config, free_port(), tmp_path / "server.log", workers=2)
     servers.append(server)
     server.wait_ready()

@@ -14,25 +14,16 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import pytest
 
 from tests.conftest import require_service
-from tests.resilience.test_shutdown import Make, ServerProcess, _config
+from tests.resilience.processes import ServerProcess, server_config
+from tests.resilience.test_shutdown import Make
 from tests.support import free_port
 
 _CONNECTIONS = 64
-
-
-@pytest.fixture
-def servers() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for server in started:
-        server.stop()
 
 
 async def _worker_of_one_connection(port: int) -> str:
@@ -60,7 +51,7 @@ async def _spread(port: int) -> collections.Counter[str]:
 def _start(tmp_path: Path, faulty: Make, servers: list[ServerProcess]) -> ServerProcess:
     require_service("Redis", "127.0.0.1", 6379)  # several workers need shared limits
     redis_url = f"redis://127.0.0.1:6379/{1 + secrets.randbelow(15)}"
-    config = _config(tmp_path, faulty("up"), redis_url=redis_url)
+    config = server_config(tmp_path, faulty("up"), redis_url=redis_url)
     server = ServerProcess(config, free_port(), tmp_path / "server.log", workers=2)
     servers.append(server)
     server.wait_ready()
