@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import threading
-from collections.abc import Awaitable, Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import orjson
 import uvicorn
 
@@ -173,3 +176,23 @@ def start_gateway(
 
 def json_of(response: Any) -> Any:
     return orjson.loads(response.content if hasattr(response, "content") else response)
+
+
+def wait_until_ready(
+    url: str,
+    process: subprocess.Popen[bytes],
+    timeout_s: float,
+    describe: Callable[[], str] = lambda: "",
+) -> None:
+    """Poll ``url``/readyz until it answers 200; fail if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited during start-up{describe()}")
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the server was not ready within {timeout_s}s{describe()}")

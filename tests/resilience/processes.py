@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
 from tests.fakes.faulty_upstream import FaultyUpstream
 from tests.resilience.conftest import channel
-from tests.support import ADMIN_KEY
+from tests.support import ADMIN_KEY, wait_until_ready
 
 SLUICE = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "sluice"
 
@@ -34,16 +32,7 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "the server exited during start-up"
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("the server did not become ready")
+        wait_until_ready(self.url, self.proc, timeout)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -6,15 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
-from tests.support import ADMIN_KEY, free_port
+from tests.support import ADMIN_KEY, free_port, wait_until_ready
 
 SLUICE = str(Path(sys.executable).with_name("sluice"))
 
@@ -80,17 +78,9 @@ class ReplicaSet:
 
     @staticmethod
     def _wait_ready(replica: Replica, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if replica.process.poll() is not None:
-                raise RuntimeError(f"replica exited early:\n{replica.log_tail()}")
-            try:
-                if httpx.get(replica.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"replica not ready in {timeout_s}s:\n{replica.log_tail()}")
+        wait_until_ready(
+            replica.url, replica.process, timeout_s, lambda: f":\n{replica.log_tail()}"
+        )
 
     def stop(self) -> None:
         """SIGTERM (graceful: the usage sink flushes), then SIGKILL after a bound."""
