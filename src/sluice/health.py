@@ -146,6 +146,7 @@ class MemoryChannelHealth:
         self._on_change = on_change
         self._channels: dict[str, _ChannelRecord] = {}
         self._disabled: dict[str, _Disabled] = {}
+        self._resting_until: dict[str, float] = {}  # channel -> clock time its Retry-After ends
 
     def _record(self, channel: str) -> _ChannelRecord:
         record = self._channels.get(channel)
@@ -216,6 +217,22 @@ class MemoryChannelHealth:
         if channel not in self._disabled:
             self._disabled[channel] = _Disabled(reason=reason, since=time.time())
             self._notify(channel, None, "disabled")
+
+    # --- Retry-After ---------------------------------------------------------------------------
+
+    def cool_down(self, channel: str, seconds: float) -> None:
+        if seconds > 0:
+            until = self._clock() + seconds
+            self._resting_until[channel] = max(until, self._resting_until.get(channel, 0.0))
+
+    def cooling_down(self, channel: str) -> bool:
+        until = self._resting_until.get(channel)
+        if until is None:
+            return False
+        if until <= self._clock():
+            del self._resting_until[channel]
+            return False
+        return True
 
     def enable(self, channel: str) -> bool:
         """Re-enable a channel and reset its breakers; True when it was disabled."""

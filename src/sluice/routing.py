@@ -39,6 +39,12 @@ class ChannelHealth(Protocol):
 
     def record_failure(self, channel: str, model: str, kind: FailureKind) -> None: ...
 
+    def cool_down(self, channel: str, seconds: float) -> None:
+        """The channel asked for a pause (Retry-After): try it last until then."""
+        ...
+
+    def cooling_down(self, channel: str) -> bool: ...
+
     # Management (admin API, health probe); see sluice.health for the in-memory version.
     def enable(self, channel: str) -> bool: ...
 
@@ -56,6 +62,12 @@ class AlwaysHealthy:
 
     def record_failure(self, channel: str, model: str, kind: FailureKind) -> None:
         return None
+
+    def cool_down(self, channel: str, seconds: float) -> None:
+        return None
+
+    def cooling_down(self, channel: str) -> bool:
+        return False
 
     def enable(self, channel: str) -> bool:
         return False
@@ -100,19 +112,25 @@ class Router:
     def plan(self, model: str, endpoint: Endpoint, health: ChannelHealth) -> Iterator[Channel]:
         """Channels to try in order: higher priority first, weighted random inside a tier.
 
-        Channels whose circuit is open are skipped; a channel is never yielded twice.
+        Channels whose circuit is open are skipped; channels that asked for a pause
+        (Retry-After) come after all the others, as a last resort; a channel is never yielded
+        twice.
         """
         usable = [
             c
             for c in self.candidates(model)
             if c.adapter.supports(endpoint) and health.available(c.name, model)
         ]
-        for priority in sorted({c.config.priority for c in usable}, reverse=True):
-            tier = [c for c in usable if c.config.priority == priority]
-            while tier:
-                chosen = self._pick(tier)
-                tier.remove(chosen)
-                yield chosen
+        resting = [c for c in usable if health.cooling_down(c.name)]
+        if resting:
+            usable = [c for c in usable if c not in resting]
+        for group in (usable, resting):
+            for priority in sorted({c.config.priority for c in group}, reverse=True):
+                tier = [c for c in group if c.config.priority == priority]
+                while tier:
+                    chosen = self._pick(tier)
+                    tier.remove(chosen)
+                    yield chosen
 
     def _pick(self, tier: list[Channel]) -> Channel:
         weights = [c.config.weight for c in tier]

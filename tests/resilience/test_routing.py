@@ -104,19 +104,49 @@ def test_retry_statuses_are_configurable_and_client_statuses_refused(
     assert len(a.hits) + len(b.hits) == 1, "500 is not in retry_on_status: no second attempt"
 
 
-def test_retry_after_is_honoured_and_bounded(gateway_factory: GatewayFactory, faulty: Make) -> None:
-    a, b = faulty("a").set("rate_limit", retry_after=0.4), faulty("b")
+def test_retry_after_is_honoured_without_making_the_client_wait(
+    gateway_factory: GatewayFactory, faulty: Make
+) -> None:
+    """A 429 with Retry-After fails over at once; the channel is then tried last (not again
+    first) until its pause, bounded by max_retry_after_s, is over."""
+    a, b = faulty("a").set("rate_limit", retry_after=0.5), faulty("b")
     gateway = gateway_factory(
-        [channel(a, priority=1), channel(b)], **fast_settings(retry={"max_retry_after_s": 0.6})
+        [channel(a, priority=1), channel(b)], **fast_settings(retry={"max_retry_after_s": 0.8})
     )
     key = gateway.create_key("retry-after", budget_micro=10_000_000)
     started = time.monotonic()
     assert chat(gateway, key).status_code == 200
-    assert 0.4 <= time.monotonic() - started < 2.0
-    a.set("rate_limit", retry_after=120)  # bounded by max_retry_after_s
-    started = time.monotonic()
+    assert time.monotonic() - started < 0.4, "failover must not wait for a different channel"
+    assert (len(a.hits), len(b.hits)) == (1, 1)
+    # While a rests, b (lower priority) goes first: a is not asked again.
     assert chat(gateway, key).status_code == 200
-    assert 0.6 <= time.monotonic() - started < 2.0
+    assert (len(a.hits), len(b.hits)) == (1, 2)
+    time.sleep(0.6)  # the pause is over: a is first again
+    a.set("rate_limit", retry_after=120)  # ... and asks for 120 s, capped at 0.8 s
+    assert chat(gateway, key).status_code == 200
+    assert (len(a.hits), len(b.hits)) == (2, 3)
+    time.sleep(0.5)  # still resting
+    assert chat(gateway, key).status_code == 200
+    assert (len(a.hits), len(b.hits)) == (2, 4)
+    time.sleep(0.4)  # 0.9 s > the 0.8 s cap: a is asked first again
+    assert chat(gateway, key).status_code == 200
+    assert (len(a.hits), len(b.hits)) == (3, 5)
+
+
+def test_rate_limited_last_resort_is_still_tried(
+    gateway_factory: GatewayFactory, faulty: Make
+) -> None:
+    """A resting channel is not skipped: when the others fail it is tried, last."""
+    a, b = faulty("a").set("rate_limit", retry_after=30), faulty("b")
+    gateway = gateway_factory(
+        [channel(a, priority=1), channel(b)], **fast_settings(retry={"max_retry_after_s": 30})
+    )
+    key = gateway.create_key("last-resort", budget_micro=10_000_000)
+    assert chat(gateway, key).status_code == 200  # a refuses, b answers; a now rests
+    a.set("none")
+    b.set("status", status=503)
+    assert chat(gateway, key).status_code == 200  # b first (fails), then a
+    assert (len(a.hits), len(b.hits)) == (2, 2)
 
 
 def test_attempt_budget_limits_tries(gateway_factory: GatewayFactory, faulty: Make) -> None:

@@ -117,13 +117,9 @@ async def _dispatch(state: AppState, admission: Admission, endpoint: Endpoint) -
     deadline = loop.time() + retry.deadline_s
     last: UpstreamFailure | None = None
     attempts = 0
-    pause = 0.0
     for channel in state.router.plan(admission.view.model, endpoint, state.health):
-        if attempts >= retry.max_attempts or loop.time() + pause >= deadline:
+        if attempts >= retry.max_attempts or loop.time() >= deadline:
             break
-        if pause > 0:
-            # Honour the upstream's Retry-After (bounded) only when another attempt follows.
-            await asyncio.sleep(pause)
         if attempts:
             state.metrics.retry(endpoint)
         attempts += 1
@@ -141,9 +137,14 @@ async def _dispatch(state: AppState, admission: Admission, endpoint: Endpoint) -
                 last.kind,
                 last.upstream_status,
             )
+            if last.retry_after_s:
+                # Honour Retry-After without making this client wait: the next attempt goes to
+                # another channel anyway, and this one is tried last by every request until
+                # its pause (bounded by max_retry_after_s) is over.
+                pause = min(last.retry_after_s, retry.max_retry_after_s)
+                state.health.cool_down(channel.name, pause)
             if last.kind == "client" or not _retryable(state, last):
                 break
-            pause = min(last.retry_after_s or 0.0, retry.max_retry_after_s)
     if last is None and not any(
         c.adapter.supports(endpoint) for c in state.router.candidates(admission.view.model)
     ):
