@@ -117,6 +117,9 @@ def check_generate_request(body: dict[str, Any], model: str) -> None:
     for name, model in _COMPONENTS.items():
         if name in body:
             model.model_validate(body[name])
+    thinking = (body.get("generationConfig") or {}).get("thinkingConfig") or {}
+    if "thinkingBudget" in thinking and "thinkingLevel" in thinking:
+        raise ValueError("thinking_budget and thinking_level are not supported together")
     for tool in body.get("tools") or ():
         types.Tool.model_validate(tool)
         for declaration in tool.get("functionDeclarations") or ():

@@ -11,6 +11,7 @@ import base64
 from collections.abc import Iterator
 from typing import Any
 
+import openai
 import orjson
 import pytest
 from aiohttp import web
@@ -20,6 +21,8 @@ from sluice.providers import media
 from sluice.providers.base import RelayCall
 from sluice.settings import ChannelConfig
 from tests.conformance.conftest import PNG_BYTES
+from tests.fakes.anthropic_upstream import UPSTREAM_KEY, FakeAnthropic, error_body
+from tests.fakes.openai_upstream import Scripted
 from tests.support import LoopThread
 
 STRICT = ChannelConfig(name="strict", type="anthropic")
@@ -160,3 +163,59 @@ def test_upstream_http_error(loop_thread: LoopThread, images: Images) -> None:
     with pytest.raises(InvalidRequest) as caught:
         inline(loop_thread, call_with(images.url("/missing.png")), LENIENT)
     assert "HTTP 404" in caught.value.message
+
+
+# --- through the gateway: one fetch per request, whatever the failovers ---------------------
+
+
+def _two_claude_channels(fake: FakeAnthropic, *, b_allows_private: bool) -> list[dict[str, Any]]:
+    def channel(name: str, priority: int, allow_private: bool) -> dict[str, Any]:
+        return {"name": name, "type": "anthropic", "base_url": fake.base_url,
+                "api_key": UPSTREAM_KEY, "models": ["test-claude"], "priority": priority,
+                "allow_private_image_urls": allow_private}  # fmt: skip
+
+    return [channel("a", 2, True), channel("b", 1, b_allows_private)]
+
+
+def _image_message(url: str) -> list[dict[str, Any]]:
+    parts = [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": url}}]
+    return [{"role": "user", "content": parts}]
+
+
+@pytest.fixture
+def fake_claude(loop_thread: LoopThread) -> Iterator[FakeAnthropic]:
+    fake = loop_thread.run(FakeAnthropic().start())
+    yield fake
+    loop_thread.run(fake.stop())
+    assert not fake.violations, fake.violations
+
+
+def test_failover_reuses_the_fetched_image(
+    gateway_factory: Any, sdk: Any, fake_claude: FakeAnthropic, images: Images
+) -> None:
+    fake_claude.script.append(Scripted(status=529, body=error_body("overloaded_error", "busy")))
+    gateway = gateway_factory(_two_claude_channels(fake_claude, b_allows_private=True))
+    client = sdk(gateway, gateway.create_key())
+    reply = client.chat.completions.create(
+        model="test-claude", messages=_image_message(images.url("/ok.png"))
+    )
+    assert reply.choices[0].message.content
+    assert len(fake_claude.received) == 2, "channel a refused, channel b answered"
+    assert images.hits == 1, "the image was fetched again for the second attempt"
+    sources = [r.body["messages"][0]["content"][1]["source"] for r in fake_claude.received]
+    assert sources[0] == sources[1] and sources[0]["type"] == "base64"
+
+
+def test_failover_to_a_stricter_channel_does_not_reuse_private_bytes(
+    gateway_factory: Any, sdk: Any, fake_claude: FakeAnthropic, images: Images
+) -> None:
+
+    fake_claude.script.append(Scripted(status=529, body=error_body("overloaded_error", "busy")))
+    gateway = gateway_factory(_two_claude_channels(fake_claude, b_allows_private=False))
+    client = sdk(gateway, gateway.create_key())
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="test-claude", messages=_image_message(images.url("/ok.png"))
+        )
+    assert caught.value.code == "invalid_image_url"
+    assert len(fake_claude.received) == 1, "the strict channel never got the loopback image"

@@ -340,6 +340,23 @@ def test_json_schema_response_format(fake_gemini: FakeGemini, client: Any) -> No
     }
 
 
+@pytest.mark.parametrize(
+    ("model", "effort", "expected"),
+    [
+        (MODEL, "low", {"thinkingBudget": 1024}),
+        (MODEL, "high", {"thinkingBudget": 24576}),
+        (MODEL, "none", {"thinkingBudget": 0}),  # Gemini 2.5 Flash: thinking off
+        (GEMINI_3, "medium", {"thinkingLevel": "medium"}),  # Gemini 3 takes a level
+        (GEMINI_3, "none", None),  # Gemini 3 cannot turn thinking off: its default stays
+    ],
+)
+def test_reasoning_effort_becomes_thinking_config(
+    fake_gemini: FakeGemini, client: Any, model: str, effort: str, expected: Any
+) -> None:
+    chat(client, model=model, reasoning_effort=effort)
+    assert last_body(fake_gemini).get("generationConfig", {}).get("thinkingConfig") == expected
+
+
 def test_safety_finish_is_content_filter(client: Any) -> None:
     reply = chat(client, model=f"{MODEL}-safety")
     assert reply.choices[0].finish_reason == "content_filter"

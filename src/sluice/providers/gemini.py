@@ -68,10 +68,10 @@ class GeminiAdapter:
             body = embed_body(call.body, f"models/{model}")
         elif call.stream:
             url = resource + ":streamGenerateContent?alt=sse"
-            body = chat_body(call.body, channel.safety_settings)
+            body = chat_body(call.body, channel.safety_settings, model)
         else:
             url = resource + ":generateContent"
-            body = chat_body(call.body, channel.safety_settings)
+            body = chat_body(call.body, channel.safety_settings, model)
         headers = {"content-type": "application/json"}
         secret = channel.api_key.get_secret_value()
         if secret:

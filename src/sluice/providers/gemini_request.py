@@ -26,8 +26,13 @@ _HANDLED = {
     "model", "messages", "stream", "stream_options", "temperature", "top_p", "top_k",
     "max_tokens", "max_completion_tokens", "stop", "n", "seed", "presence_penalty",
     "frequency_penalty", "response_format", "tools", "tool_choice", "user",
-    "parallel_tool_calls", "functions", "function_call",
+    "parallel_tool_calls", "functions", "function_call", "reasoning_effort",
 }  # fmt: skip
+# OpenAI reasoning_effort -> Gemini thinking. Gemini 2.5 takes a token budget (the values Google's
+# own OpenAI-compatible endpoint uses; 0 turns thinking off); Gemini 3 takes a level, and a
+# request may not carry both.
+_EFFORT_BUDGET = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "high": 24576}
+_EFFORT_LEVEL = {"minimal": "low", "low": "low", "medium": "medium", "high": "high"}
 _SYSTEM_ROLES = {"system", "developer"}
 
 
@@ -249,7 +254,20 @@ _SAMPLING = {
 }
 
 
-def _generation_config(body: dict[str, Any]) -> dict[str, Any]:
+def thinking_config(model: str, effort: object) -> dict[str, Any] | None:
+    """``generationConfig.thinkingConfig`` for an OpenAI ``reasoning_effort`` (None: leave the
+    model's default)."""
+    if not isinstance(effort, str) or effort not in _EFFORT_BUDGET:
+        return None
+    name = model.rsplit("/", 1)[-1]
+    if name.startswith("gemini-3"):
+        if effort == "none":
+            return None  # Gemini 3 cannot turn thinking off; its lowest level is "low"
+        return {"thinkingLevel": _EFFORT_LEVEL[effort]}
+    return {"thinkingBudget": _EFFORT_BUDGET[effort]}
+
+
+def _generation_config(body: dict[str, Any], model: str) -> dict[str, Any]:
     config: dict[str, Any] = {}
     for ours, theirs in _SAMPLING.items():
         if body.get(ours) is not None:
@@ -271,11 +289,16 @@ def _generation_config(body: dict[str, Any]) -> dict[str, Any]:
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if isinstance(schema, dict):
             config["responseSchema"] = clean_schema(schema)
+    thinking = thinking_config(model, body.get("reasoning_effort"))
+    if thinking is not None:
+        config["thinkingConfig"] = thinking
     return config
 
 
-def chat_body(body: dict[str, Any], safety_settings: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ``generateContent`` request for an OpenAI chat completion request."""
+def chat_body(
+    body: dict[str, Any], safety_settings: list[dict[str, Any]], model: str = ""
+) -> dict[str, Any]:
+    """The ``generateContent`` request for an OpenAI chat completion request to ``model``."""
     dropped = sorted(set(body) - _HANDLED)
     if dropped:
         log.debug("gemini: dropping fields it cannot express: %s", ", ".join(dropped))
@@ -292,7 +315,7 @@ def chat_body(body: dict[str, Any], safety_settings: list[dict[str, Any]]) -> di
         tool_config = _tool_config(choice)
         if tool_config is not None:
             out["toolConfig"] = tool_config
-    config = _generation_config(body)
+    config = _generation_config(body, model)
     if config:
         out["generationConfig"] = config
     if safety_settings:

@@ -53,6 +53,10 @@ class _AttemptFailed(Exception):
 class _Attempt:
     channel: Channel
     call: RelayCall
+    # Bodies with remote images already inlined, shared by the attempts of one request and
+    # keyed by the SSRF policy they were fetched under (a channel that forbids private targets
+    # must never get bytes a permissive channel was allowed to fetch).
+    inlined: dict[bool, RelayCall]
 
 
 def _failure_error(failure: UpstreamFailure) -> SluiceError:
@@ -117,13 +121,14 @@ async def _dispatch(state: AppState, admission: Admission, endpoint: Endpoint) -
     deadline = loop.time() + retry.deadline_s
     last: UpstreamFailure | None = None
     attempts = 0
+    inlined: dict[bool, RelayCall] = {}
     for channel in state.router.plan(admission.view.model, endpoint, state.health):
         if attempts >= retry.max_attempts or loop.time() >= deadline:
             break
         if attempts:
             state.metrics.retry(endpoint)
         attempts += 1
-        attempt = _Attempt(channel=channel, call=_new_call(admission, channel, endpoint))
+        attempt = _Attempt(channel, _new_call(admission, channel, endpoint), inlined)
         try:
             return await _try_channel(state, admission, attempt, deadline)
         except _AttemptFailed as failed:
@@ -177,8 +182,13 @@ async def _try_channel(
     channel, call = attempt.channel, attempt.call
     if channel.config.type in INLINE_IMAGE_CHANNEL_TYPES:
         # Adapters are pure; providers that need image bytes get remote URLs fetched here
-        # (SSRF-guarded, size- and time-capped). A refused image is a 400 InvalidRequest.
-        call = attempt.call = await inline_remote_images(call, channel.config)
+        # (SSRF-guarded, size- and time-capped), once per request and policy, not per attempt.
+        # A refused image is a 400 InvalidRequest.
+        policy = channel.config.allow_private_image_urls
+        done = attempt.inlined.get(policy)
+        if done is None:
+            done = attempt.inlined[policy] = await inline_remote_images(call, channel.config)
+        call = attempt.call = replace(call, body=done.body, raw_body=done.raw_body)
     upstream_request = channel.adapter.build_request(call, channel.config)
     # The upstream sees the same request id as the client and the usage row. Not the local
     # llama.cpp server: its request-id plugin answers 400 to ids that are not UUIDs.
