@@ -168,6 +168,7 @@ def serve(config: Path | None, host: str, port: int, workers: int) -> int:
         "port": port,
         "loop": "uvloop",
         "http": "httptools",
+        "ws": "none",  # no WebSocket routes: do not load a WebSocket implementation per worker
         "access_log": False,
         "log_level": settings.log_level,
         "timeout_graceful_shutdown": int(settings.shutdown_grace_s),
