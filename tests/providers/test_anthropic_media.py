@@ -182,40 +182,36 @@ def _image_message(url: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": parts}]
 
 
-@pytest.fixture
-def fake_claude(loop_thread: LoopThread) -> Iterator[FakeAnthropic]:
-    fake = loop_thread.run(FakeAnthropic().start())
-    yield fake
-    loop_thread.run(fake.stop())
-    assert not fake.violations, fake.violations
+def _ask_with_image_after_an_overload(
+    gateway_factory: Any, sdk: Any, fake: FakeAnthropic, url: str, *, b_allows_private: bool
+) -> Any:
+    """Channel a (private images allowed) answers 529 once; the request fails over to b."""
+    fake.script.append(Scripted(status=529, body=error_body("overloaded_error", "busy")))
+    gateway = gateway_factory(_two_claude_channels(fake, b_allows_private=b_allows_private))
+    client = sdk(gateway, gateway.create_key())
+    return client.chat.completions.create(model="test-claude", messages=_image_message(url))
 
 
 def test_failover_reuses_the_fetched_image(
-    gateway_factory: Any, sdk: Any, fake_claude: FakeAnthropic, images: Images
+    gateway_factory: Any, sdk: Any, fake_anthropic: FakeAnthropic, images: Images
 ) -> None:
-    fake_claude.script.append(Scripted(status=529, body=error_body("overloaded_error", "busy")))
-    gateway = gateway_factory(_two_claude_channels(fake_claude, b_allows_private=True))
-    client = sdk(gateway, gateway.create_key())
-    reply = client.chat.completions.create(
-        model="test-claude", messages=_image_message(images.url("/ok.png"))
+    reply = _ask_with_image_after_an_overload(
+        gateway_factory, sdk, fake_anthropic, images.url("/ok.png"), b_allows_private=True
     )
     assert reply.choices[0].message.content
-    assert len(fake_claude.received) == 2, "channel a refused, channel b answered"
+    assert len(fake_anthropic.received) == 2, "channel a refused, channel b answered"
     assert images.hits == 1, "the image was fetched again for the second attempt"
-    sources = [r.body["messages"][0]["content"][1]["source"] for r in fake_claude.received]
+    sources = [r.body["messages"][0]["content"][1]["source"] for r in fake_anthropic.received]
     assert sources[0] == sources[1] and sources[0]["type"] == "base64"
 
 
 def test_failover_to_a_stricter_channel_does_not_reuse_private_bytes(
-    gateway_factory: Any, sdk: Any, fake_claude: FakeAnthropic, images: Images
+    gateway_factory: Any, sdk: Any, fake_anthropic: FakeAnthropic, images: Images
 ) -> None:
 
-    fake_claude.script.append(Scripted(status=529, body=error_body("overloaded_error", "busy")))
-    gateway = gateway_factory(_two_claude_channels(fake_claude, b_allows_private=False))
-    client = sdk(gateway, gateway.create_key())
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(
-            model="test-claude", messages=_image_message(images.url("/ok.png"))
+        _ask_with_image_after_an_overload(
+            gateway_factory, sdk, fake_anthropic, images.url("/ok.png"), b_allows_private=False
         )
     assert caught.value.code == "invalid_image_url"
-    assert len(fake_claude.received) == 1, "the strict channel never got the loopback image"
+    assert len(fake_anthropic.received) == 1, "the strict channel never got the loopback image"

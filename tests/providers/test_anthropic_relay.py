@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -18,18 +18,10 @@ import pytest
 from tests.fakes.anthropic_upstream import UPSTREAM_KEY, FakeAnthropic, error_body
 from tests.fakes.openai_upstream import Scripted
 from tests.openapi_schema import validate_openai
-from tests.support import Gateway, LoopThread
+from tests.support import Gateway
 
 SdkFactory = Callable[..., Any]
 USER = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture
-def fake_anthropic(loop_thread: LoopThread) -> Iterator[FakeAnthropic]:
-    fake = loop_thread.run(FakeAnthropic().start())
-    yield fake
-    loop_thread.run(fake.stop())
-    assert not fake.violations, fake.violations
 
 
 def claude(fake: FakeAnthropic, name: str = "claude", **overrides: Any) -> dict[str, Any]:
