@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sluice.storage.schema import usage, usage_daily
@@ -91,6 +90,10 @@ def daily_clauses(
 
 
 def _upsert(dialect: str, rows: list[dict[str, Any]]) -> Any:
+    # Imported here: this module is loaded by every server worker (usage queries), and the
+    # other database's dialect would cost each of them ~2 MB for a CLI-only operation.
+    from sqlalchemy.dialects import postgresql, sqlite
+
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(usage_daily).values(rows)
     return stmt.on_conflict_do_update(
