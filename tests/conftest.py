@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.support import Gateway, LoopThread, make_settings, start_gateway
 
@@ -101,3 +102,13 @@ def sdk() -> Iterator[Callable[..., Any]]:
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def fake_anthropic(loop_thread: LoopThread) -> Iterator[FakeAnthropic]:
+    """A fresh fake Anthropic API; the test fails if Sluice sent it anything the real one
+    would reject."""
+    fake = loop_thread.run(FakeAnthropic().start())
+    yield fake
+    loop_thread.run(fake.stop())
+    assert not fake.violations, fake.violations

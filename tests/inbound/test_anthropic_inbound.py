@@ -9,6 +9,9 @@ import orjson
 from anthropic import AsyncAnthropic
 from anthropic.types import TextBlock, ThinkingBlock, ToolUseBlock
 
+from tests.conftest import GatewayFactory
+from tests.fakes.anthropic_upstream import UPSTREAM_KEY as ANTHROPIC_KEY
+from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI, Scripted
 from tests.inbound.conftest import HI, WEATHER_TOOL, ClaudeFactory, last_body
 from tests.support import Gateway
@@ -403,3 +406,25 @@ def test_thinking_blocks_from_upstream_reasoning(
     assert isinstance(message.content[0], ThinkingBlock)
     assert message.content[0].thinking == "2+2"
     assert "thinking" not in last_body(fake_openai)  # no OpenAI meaning: not forwarded
+
+
+def test_thinking_reaches_anthropic_channels_exactly_as_sent(
+    gateway_factory: GatewayFactory, fake_anthropic: FakeAnthropic, claude: ClaudeFactory
+) -> None:
+    """Anthropic in front, Anthropic behind: the client's ``thinking`` is forwarded unchanged
+    (it never enters the OpenAI body, so OpenAI channels do not see it: test above)."""
+    channel = {"name": "claude", "type": "anthropic", "base_url": fake_anthropic.base_url,
+               "api_key": ANTHROPIC_KEY, "models": ["test-claude"]}  # fmt: skip
+    gateway = gateway_factory([channel])
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    message = claude(gateway, gateway.create_key("native-thinking")).messages.create(
+        model="test-claude",
+        max_tokens=2048,
+        thinking=thinking,
+        messages=HI,
+        extra_body={"temperature": 0.5},  # this SDK version no longer types it
+    )
+    assert message.content
+    sent = fake_anthropic.received[-1].body
+    assert sent["thinking"] == thinking
+    assert "temperature" not in sent  # Anthropic refuses a modified temperature with thinking

@@ -61,6 +61,7 @@ class AnthropicDialect:
     def __init__(self, state: AppState) -> None:
         self._state = state
         self._thinking = False  # one dialect per request: what the client asked for
+        self.native_thinking: dict[str, Any] | None = None
 
     async def read_body(self, request: Request) -> tuple[dict[str, Any], bytes]:
         limits = self._state.settings.limits
@@ -68,6 +69,8 @@ class AnthropicDialect:
         body = to_openai_chat(params)
         thinking = params.get("thinking")  # params is an object: to_openai_chat checked it
         self._thinking = isinstance(thinking, dict) and thinking.get("type") != "disabled"
+        # Kept out of the OpenAI body; an Anthropic channel receives it exactly as sent.
+        self.native_thinking = thinking if isinstance(thinking, dict) else None
         return body, orjson.dumps(body)
 
     def _context(self, admission: Admission) -> MessageContext:

@@ -276,8 +276,12 @@ def _apply_json_mode(body: dict[str, Any], out: dict[str, Any], system: list[Any
     out["tool_choice"] = {"type": "tool", "name": JSON_TOOL_NAME}
 
 
-def _apply_thinking(body: dict[str, Any], out: dict[str, Any]) -> None:
+def _apply_thinking(
+    body: dict[str, Any], out: dict[str, Any], native: dict[str, Any] | None = None
+) -> None:
     thinking = body.get("thinking")
+    if not isinstance(thinking, dict):
+        thinking = native  # from a client speaking the Anthropic API (inbound /v1/messages)
     if isinstance(thinking, dict):
         out["thinking"] = thinking  # Anthropic-style passthrough wins over reasoning_effort
     elif body.get("reasoning_effort") in _EFFORT_BUDGETS:
@@ -333,7 +337,7 @@ def build_messages_body(call: RelayCall) -> dict[str, Any]:
         if choice is not None:
             out["tool_choice"] = choice
     _apply_json_mode(body, out, system)
-    _apply_thinking(body, out)
+    _apply_thinking(body, out, call.native_thinking)
     if system:
         out["system"] = system[0]["text"] if len(system) == 1 else system
     out["messages"] = turns

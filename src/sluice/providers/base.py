@@ -62,6 +62,9 @@ class RelayCall:
     upstream_model: str
     stream: bool
     client_wants_usage: bool  # stream_options.include_usage as the client sent it
+    # Anthropic ``thinking`` from a client speaking the Anthropic API. It has no OpenAI
+    # equivalent every upstream accepts, so it is not in ``body``; Anthropic channels use it.
+    native_thinking: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

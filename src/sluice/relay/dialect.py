@@ -21,6 +21,9 @@ __all__ = ["Dialect"]
 
 
 class Dialect(Protocol):
+    # Anthropic ``thinking`` as the client sent it (set by ``read_body``); None when absent.
+    native_thinking: dict[str, Any] | None
+
     async def read_body(self, request: Request) -> tuple[dict[str, Any], bytes]:
         """Read and translate the client's body: (OpenAI body, its serialised bytes)."""
         ...

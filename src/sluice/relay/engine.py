@@ -112,6 +112,7 @@ def _new_call(admission: Admission, channel: Channel, endpoint: Endpoint) -> Rel
         upstream_model=channel.config.upstream_model(view.model),
         stream=view.stream,
         client_wants_usage=view.include_usage,
+        native_thinking=None if admission.dialect is None else admission.dialect.native_thinking,
     )
 
 
