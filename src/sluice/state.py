@@ -11,7 +11,6 @@ from typing import Any
 
 import aiohttp
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sluice.auth import KeyCache
 from sluice.concurrency import ConcurrencyLimiter, MemoryConcurrency
@@ -26,6 +25,7 @@ from sluice.observability.metrics import Metrics
 from sluice.redis_backend.wiring import RedisServices
 from sluice.routing import ChannelHealth, Router, build_router
 from sluice.settings import ChannelConfig, Settings
+from sluice.storage.aio import AsyncEngine
 from sluice.storage.db import create_engine
 from sluice.storage.key_store import KeyStore
 from sluice.storage.usage_queries import UsageQueries

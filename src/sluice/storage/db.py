@@ -12,7 +12,8 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from sluice.storage.aio import AsyncEngine, create_async_engine
 
 __all__ = ["create_engine", "async_url", "is_sqlite", "redact_url"]
 

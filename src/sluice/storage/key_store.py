@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sluice.keys import KeyRecord, generate_key, hash_key, key_prefix
+from sluice.storage.aio import AsyncEngine
 from sluice.storage.schema import api_keys
 
 __all__ = ["KeyStore", "KeyChanges", "NewKey"]

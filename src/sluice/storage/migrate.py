@@ -10,7 +10,8 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sluice.storage.aio import AsyncEngine
 
 if TYPE_CHECKING:
     from alembic.config import Config

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from sluice.storage.aio import AsyncConnection, AsyncEngine
 from sluice.storage.schema import usage, usage_daily
 
 __all__ = [

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, func, literal_column, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sluice.storage.aio import AsyncEngine
 from sluice.storage.prune import MEASURES, daily_clauses, day_expression
 from sluice.storage.schema import usage, usage_daily
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, fields
 
 from sqlalchemy import insert, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sluice.storage.aio import AsyncEngine
 from sluice.storage.schema import api_keys, usage
 
 __all__ = ["UsageRow", "UsageSink"]

@@ -1,0 +1,95 @@
+"""A small async facade over SQLAlchemy Core that does not import ``sqlalchemy.ext.asyncio``.
+
+Why not ext.asyncio: its package imports its ORM session module, and with it all of
+``sqlalchemy.orm`` (~6 MiB of RSS in every worker) that Sluice, which uses Core only, never
+calls. This does what ext.asyncio's engine does underneath: a sync ``Engine`` on an async
+driver (aiosqlite, asyncpg), each blocking call bridged to the event loop by SQLAlchemy's
+``greenlet_spawn``. Only the calls the storage layer makes are offered.
+
+Results are fully buffered by both drivers' adapters (no server-side cursors are used), so a
+``Result`` is read after ``execute`` returns without further awaiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine, create_engine
+from sqlalchemy.engine.url import URL
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.util.concurrency import greenlet_spawn
+
+__all__ = ["AsyncConnection", "AsyncEngine", "create_async_engine"]
+
+_T = TypeVar("_T")
+
+
+class AsyncConnection:
+    """One pooled connection; ``execute`` and ``run_sync`` run in a greenlet."""
+
+    __slots__ = ("_sync",)
+
+    def __init__(self, sync: Connection) -> None:
+        self._sync = sync
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._sync.dialect
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
+        result: CursorResult[Any] = await greenlet_spawn(self._sync.execute, statement, parameters)
+        return result
+
+    async def run_sync(self, fn: Callable[[Connection], _T]) -> _T:
+        """Run ``fn(sync_connection)`` (Alembic's migration runner needs this)."""
+        return await greenlet_spawn(fn, self._sync)
+
+
+class AsyncEngine:
+    __slots__ = ("sync_engine",)
+
+    def __init__(self, sync_engine: Engine) -> None:
+        self.sync_engine = sync_engine
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.sync_engine.dialect
+
+    @property
+    def url(self) -> URL:
+        return self.sync_engine.url
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A connection outside any explicit transaction (reads; autobegin, rolled back)."""
+        sync = await greenlet_spawn(self.sync_engine.connect)
+        try:
+            yield AsyncConnection(sync)
+        finally:
+            # Shielded: a cancelled caller must still hand the connection back to the pool.
+            await asyncio.shield(greenlet_spawn(sync.close))
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a transaction: committed on success, rolled back on any error."""
+        async with self.connect() as conn:
+            transaction = await greenlet_spawn(conn._sync.begin)
+            try:
+                yield conn
+            except BaseException:
+                await asyncio.shield(greenlet_spawn(transaction.rollback))
+                raise
+            await asyncio.shield(greenlet_spawn(transaction.commit))
+
+    async def dispose(self) -> None:
+        await greenlet_spawn(self.sync_engine.dispose)
+
+
+def create_async_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
+    # ``_is_async`` is what ext.asyncio's own create_async_engine passes: it selects the
+    # driver's async dialect and the asyncio-safe pool. tests/storage cover both databases.
+    kwargs["_is_async"] = True
+    return AsyncEngine(create_engine(url, **kwargs))
