@@ -108,7 +108,7 @@ class InvalidationListener:
                 await asyncio.sleep(self._retry_s)
             finally:
                 with contextlib.suppress(*OUTAGE_ERRORS):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8
                     await client.aclose()
 
     async def _listen(self, pubsub: redis.client.PubSub) -> None:
