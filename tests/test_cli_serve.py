@@ -92,7 +92,8 @@ def test_config_check_reports_problems(tmp_path: Path, fake_openai: FakeOpenAI) 
     bad = tmp_path / "bad.yaml"
     bad.write_text("channels:\n  - name: x\n    type: carrier-pigeon\n")
     result = run_cli(good, "config", "check", str(bad), check=False)
-    assert result.returncode == 2 and "channels.0.type" in result.stderr
+    assert result.returncode == 2 and "channels[0].type: Invalid enum value" in result.stderr
+    assert "(expected one of: anthropic, azure, gemini, local, openai" in result.stderr
     bad.write_text("channels:\n  - {name: x, type: openai}\n  - {name: x, type: openai}\n")
     result = run_cli(good, "config", "check", str(bad), check=False)
     assert result.returncode == 2 and "duplicate channel names: x" in result.stderr

@@ -6,7 +6,7 @@ import pytest
 
 from sluice.metering.pricing import ModelRate, PriceBook, UsageTokens
 from sluice.metering.tokens import TokenCounter
-from sluice.settings import PricingConfig
+from sluice.settings import ModelPrice, PricingConfig
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_rate_cost_is_exact_integer_micro_dollars() -> None:
 
 
 def test_price_lookup_rules() -> None:
-    book = PriceBook(PricingConfig(overrides={"team-*": {"input": 1.0}}))  # type: ignore[dict-item]
+    book = PriceBook(PricingConfig(overrides={"team-*": ModelPrice(input=1.0)}))
     gpt4o = book.find("gpt-4o")
     assert gpt4o is not None and gpt4o.input == 2_500_000
     assert book.find("gpt-4o-2024-08-06") == gpt4o, "date suffixes fall back to the base model"

@@ -12,7 +12,15 @@ _PROBE = """
 import asyncio, json, sys
 import sluice.app, sluice.workers
 from sqlalchemy import text
+from sluice.admin.schemas import KeyCreate, parse_body
+from sluice.settings import parse_settings
 from sluice.storage.db import create_engine
+
+settings = parse_settings(
+    {"admin_key": "adm", "channels": [{"name": "a", "type": "openai", "api_key": "k"}]}
+)
+assert settings.channels[0].api_key.get_secret_value() == "k"
+assert parse_body({"name": "n", "rpm": 5}, KeyCreate).rpm == 5
 
 async def main(url):
     engine = create_engine(url)
@@ -34,10 +42,11 @@ _NEVER_IN_A_WORKER = (
     "alembic",  # only when migrating
     "mako",
     "websockets",
+    "pydantic",  # config and admin bodies are msgspec: pydantic cost ~7 MiB more per worker
 )
 
 
-def test_worker_modules_leave_out_orm_alembic_and_websockets(tmp_path: Path) -> None:
+def test_worker_modules_leave_out_orm_alembic_websockets_and_pydantic(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'probe.db'}"
     done = subprocess.run(
         [sys.executable, "-c", _PROBE, url], capture_output=True, text=True, timeout=60
@@ -47,6 +56,7 @@ def test_worker_modules_leave_out_orm_alembic_and_websockets(tmp_path: Path) -> 
     assert report["value"] == 7  # the async facade really ran SQL through aiosqlite
     loaded = set(report["modules"])
     assert "sqlalchemy" in loaded and "aiosqlite" in loaded  # the probe is not vacuous
-    unwanted = sorted(m for m in loaded if m.split(".")[0] in {"alembic", "mako", "websockets"})
+    unwanted_packages = {"alembic", "mako", "websockets", "pydantic", "pydantic_core"}
+    unwanted = sorted(m for m in loaded if m.split(".")[0] in unwanted_packages)
     unwanted += [m for m in _NEVER_IN_A_WORKER if m in loaded and m not in unwanted]
     assert unwanted == []

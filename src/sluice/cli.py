@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from sluice.admin.schemas import KeyUpdate, parse_time, validate_cidrs
+from sluice.admin.schemas import BodyError, KeyUpdate, parse_body, parse_time, validate_cidrs
 from sluice.settings import ConfigError, Settings, load_settings, resolve_config_path
 from sluice.storage.db import create_engine
 from sluice.storage.key_store import KeyStore
@@ -190,7 +189,7 @@ def cmd_keys_update(args: argparse.Namespace) -> int:
         fields["allowed_ips"] = _ips([ip for ip in args.allow_ip if ip])
     if args.reset_spent:
         fields["reset_spent"] = True
-    return _update(args, KeyUpdate(**fields))
+    return _update(args, parse_body(fields, KeyUpdate))
 
 
 def cmd_keys_disable(args: argparse.Namespace) -> int:
@@ -391,8 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, ConfigError) as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return 2
-    except ValidationError as exc:
-        print(f"sluice: invalid value: {exc.errors()[0]['msg']}", file=sys.stderr)
+    except BodyError as exc:
+        print(f"sluice: invalid {exc.param or 'value'}: {exc}", file=sys.stderr)
         return 2
     except (SQLAlchemyError, OSError) as exc:
         print(

@@ -13,6 +13,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
+
 from sluice.providers.base import Adapter, Endpoint, FailureKind
 from sluice.providers.registry import adapter_for
 from sluice.settings import ChannelConfig, Settings
@@ -159,6 +161,6 @@ def build_router(settings: Settings, local_endpoints: Mapping[str, str]) -> Rout
             if base_url is None:
                 log.warning("channel %s: local model server is not running; skipped", config.name)
                 continue
-            config = config.model_copy(update={"base_url": base_url})
+            config = msgspec.structs.replace(config, base_url=base_url)
         channels.append(Channel(config=config, adapter=adapter))
     return Router(channels)

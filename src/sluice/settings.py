@@ -12,13 +12,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import msgspec
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 __all__ = [
     "ChannelConfig",
     "CircuitConfig",
     "ConfigError",
+    "Secret",
     "Settings",
     "load_settings",
     "parse_settings",
@@ -40,100 +41,136 @@ class ConfigError(Exception):
     """The configuration file is missing, unreadable or invalid."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Secret:
+    """A string that never shows itself in a repr, a log line or an error message."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
 
 
-class ModelPrice(_Strict):
+def _decode_secret(kind: type, value: Any) -> Any:
+    if kind is Secret and isinstance(value, str):
+        return Secret(value)
+    raise TypeError(f"Expected a string, got `{type(value).__name__}`")
+
+
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+ChannelName = Annotated[str, msgspec.Meta(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Config sections: unknown keys are an error (a typo must not silently do nothing)."""
+
+
+class ModelPrice(_Strict, frozen=True):
     """USD per one million tokens."""
 
-    input: float = Field(ge=0)
-    output: float = Field(default=0.0, ge=0)
-    cached_input: float | None = Field(default=None, ge=0)
+    input: NonNegativeFloat
+    output: NonNegativeFloat = 0.0
+    cached_input: NonNegativeFloat | None = None
 
 
-class PricingConfig(_Strict):
+class PricingConfig(_Strict, frozen=True):
     unpriced_policy: Literal["reject", "free"] = "reject"
-    overrides: dict[str, ModelPrice] = Field(default_factory=dict)
+    overrides: dict[str, ModelPrice] = msgspec.field(default_factory=dict)
 
 
-class LimitsConfig(_Strict):
-    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+class LimitsConfig(_Strict, frozen=True):
+    max_body_bytes: PositiveInt = 8 * 1024 * 1024
     # Reservation when the client sends no max_tokens: the most we expect a reply to cost.
-    default_max_tokens: int = Field(default=4096, gt=0)
-    key_cache_ttl_s: float = Field(default=5.0, ge=0)
-    max_json_depth: int = Field(default=64, gt=0)
+    default_max_tokens: PositiveInt = 4096
+    key_cache_ttl_s: NonNegativeFloat = 5.0
+    max_json_depth: PositiveInt = 64
 
 
-class TimeoutsConfig(_Strict):
-    connect_s: float = Field(default=10.0, gt=0)
-    first_byte_s: float = Field(default=120.0, gt=0)
-    idle_s: float = Field(default=120.0, gt=0)
-    total_s: float = Field(default=900.0, gt=0)
+class TimeoutsConfig(_Strict, frozen=True):
+    connect_s: PositiveFloat = 10.0
+    first_byte_s: PositiveFloat = 120.0
+    idle_s: PositiveFloat = 120.0
+    total_s: PositiveFloat = 900.0
 
 
-class RetryConfig(_Strict):
-    max_attempts: int = Field(default=3, ge=1)
-    deadline_s: float = Field(default=120.0, gt=0)
-    retry_on_status: list[int] = Field(default_factory=lambda: list(DEFAULT_RETRY_STATUSES))
-    max_retry_after_s: float = Field(default=10.0, ge=0)
+class RetryConfig(_Strict, frozen=True):
+    max_attempts: PositiveInt = 3
+    deadline_s: PositiveFloat = 120.0
+    retry_on_status: list[int] = msgspec.field(default_factory=lambda: list(DEFAULT_RETRY_STATUSES))
+    max_retry_after_s: NonNegativeFloat = 10.0
 
-    @field_validator("retry_on_status")
-    @classmethod
-    def _no_client_statuses(cls, statuses: list[int]) -> list[int]:
+    def __post_init__(self) -> None:
         # Retrying the client's own mistake elsewhere only multiplies it.
-        bad = sorted(set(statuses) & NEVER_RETRY_STATUSES)
+        bad = sorted(set(self.retry_on_status) & NEVER_RETRY_STATUSES)
         if bad:
-            raise ValueError(f"statuses {bad} are the client's fault and are never retried")
-        return statuses
+            raise ValueError(
+                f"statuses {bad} in retry_on_status are the client's fault and are never retried"
+            )
 
 
-class CircuitConfig(_Strict):
+class CircuitConfig(_Strict, frozen=True):
     """Per channel and per channel+model circuit breakers (see docs/reliability.md)."""
 
-    consecutive_failures: int = Field(default=5, ge=1)
-    error_rate: float = Field(default=0.5, gt=0, le=1)
-    window_s: float = Field(default=60.0, gt=0)
-    min_requests: int = Field(default=20, ge=1)
-    cooldown_s: float = Field(default=30.0, gt=0)
+    consecutive_failures: PositiveInt = 5
+    error_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+    window_s: PositiveFloat = 60.0
+    min_requests: PositiveInt = 20
+    cooldown_s: PositiveFloat = 30.0
     # Disabled channels (dead upstream key / no credit) are probed this often; 0 = never.
-    probe_interval_s: float = Field(default=300.0, ge=0)
+    probe_interval_s: NonNegativeFloat = 300.0
 
 
-class UsageConfig(_Strict):
-    batch_interval_ms: int = Field(default=50, gt=0)
-    batch_max_rows: int = Field(default=500, gt=0)
-    buffer_max_rows: int = Field(default=100_000, gt=0)
+class UsageConfig(_Strict, frozen=True):
+    batch_interval_ms: PositiveInt = 50
+    batch_max_rows: PositiveInt = 500
+    buffer_max_rows: PositiveInt = 100_000
 
 
-class ChannelConfig(_Strict):
-    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")]
+class ChannelConfig(_Strict, frozen=True):
+    name: ChannelName
     type: ChannelType
     base_url: str = ""
-    api_key: SecretStr = SecretStr("")
-    models: list[str] = Field(default_factory=list)
-    model_map: dict[str, str] = Field(default_factory=dict)
+    api_key: Secret = Secret("")
+    models: list[str] = msgspec.field(default_factory=list)
+    model_map: dict[str, str] = msgspec.field(default_factory=dict)
     priority: int = 0
-    weight: int = Field(default=1, ge=0)
-    timeout_s: float | None = Field(default=None, gt=0)  # total; overrides timeouts.total_s
-    connect_timeout_s: float | None = Field(default=None, gt=0)
-    first_byte_timeout_s: float | None = Field(default=None, gt=0)
-    idle_timeout_s: float | None = Field(default=None, gt=0)
+    weight: NonNegativeInt = 1
+    timeout_s: PositiveFloat | None = None  # total; overrides timeouts.total_s
+    connect_timeout_s: PositiveFloat | None = None
+    first_byte_timeout_s: PositiveFloat | None = None
+    idle_timeout_s: PositiveFloat | None = None
     enabled: bool = True
     # Whether the upstream honours stream_options.include_usage (llama.cpp's server does not).
     stream_usage: bool = True
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
     api_version: str | None = None  # azure
     allow_private_image_urls: bool = False  # anthropic / gemini image fetching
-    safety_settings: list[dict[str, Any]] = Field(default_factory=list)  # gemini
+    safety_settings: list[dict[str, Any]] = msgspec.field(default_factory=list)  # gemini
     model_path: str | None = None  # local
     port: int | None = None  # local: port of the managed llama.cpp server
-    context_size: int = Field(default=2048, gt=0)  # local
+    context_size: PositiveInt = 2048  # local
 
-    @field_validator("base_url")
-    @classmethod
-    def _strip_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "base_url", self.base_url.rstrip("/"))
+        if isinstance(self.api_key, str):  # built in code (tests, probes) rather than decoded
+            msgspec.structs.force_setattr(self, "api_key", Secret(self.api_key))
 
     def serves(self, model: str) -> bool:
         return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models) or (
@@ -144,42 +181,39 @@ class ChannelConfig(_Strict):
         return self.model_map.get(model, model)
 
 
-class CorsConfig(_Strict):
-    allow_origins: list[str] = Field(default_factory=lambda: ["*"])
+class CorsConfig(_Strict, frozen=True):
+    allow_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
     max_age_s: int = 600
 
 
-class Settings(_Strict):
+class Settings(_Strict, frozen=True):
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
-    admin_key: SecretStr | None = None
+    admin_key: Secret | None = None
     # When Redis is down: "open" keeps serving with per-replica limits, "closed" rejects.
     redis_failure_policy: Literal["open", "closed"] = "open"
     log_level: str = "info"
     log_bodies: bool = False
-    cors: CorsConfig = Field(default_factory=CorsConfig)
-    limits: LimitsConfig = Field(default_factory=LimitsConfig)
-    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
-    retry: RetryConfig = Field(default_factory=RetryConfig)
-    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
-    pricing: PricingConfig = Field(default_factory=PricingConfig)
-    usage: UsageConfig = Field(default_factory=UsageConfig)
-    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    cors: CorsConfig = msgspec.field(default_factory=CorsConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
+    retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
+    circuit: CircuitConfig = msgspec.field(default_factory=CircuitConfig)
+    pricing: PricingConfig = msgspec.field(default_factory=PricingConfig)
+    usage: UsageConfig = msgspec.field(default_factory=UsageConfig)
+    shutdown_grace_s: NonNegativeFloat = 30.0
     # Idle client connections are kept this long. Longer than clients' own idle limits (httpx
     # 5 s, aiohttp 15 s, most load balancers 60 s), so the client always closes first and
     # never sends a request on a connection the server is closing at that very moment.
-    keep_alive_s: float = Field(default=75.0, gt=0)
-    channels: list[ChannelConfig] = Field(default_factory=list)
+    keep_alive_s: PositiveFloat = 75.0
+    channels: list[ChannelConfig] = msgspec.field(default_factory=list)
     source_path: str | None = None
 
-    @field_validator("channels")
-    @classmethod
-    def _unique_names(cls, channels: list[ChannelConfig]) -> list[ChannelConfig]:
-        names = [c.name for c in channels]
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.channels]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"duplicate channel names: {', '.join(duplicates)}")
-        return channels
+            raise ValueError(f"channels: duplicate channel names: {', '.join(duplicates)}")
 
 
 def _interpolate(value: Any) -> Any:
@@ -201,12 +235,40 @@ def _interpolate(value: Any) -> Any:
     return value
 
 
-def _format_validation_error(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(root)"
-        lines.append(f"  {where}: {err['msg']}")
-    return "invalid configuration:\n" + "\n".join(lines)
+_ERROR_PATH = re.compile(r"^(?P<msg>.*) - at `\$(?P<path>[^`]*)`$", re.S)
+
+
+_PATH_STEP = re.compile(r"\.(\w+)|\[\d+\]|\[[^\]]*\]")
+
+
+def _allowed_values(path: str) -> tuple[object, ...] | None:
+    """The choices of the ``Literal`` field at ``path`` (``.channels[0].type``), if it is one."""
+    import msgspec.inspect  # only on a config error: workers never need it
+
+    info: msgspec.inspect.Type = msgspec.inspect.type_info(Settings)
+    for step in _PATH_STEP.finditer(path):
+        if isinstance(info, msgspec.inspect.UnionType):
+            info = next(t for t in info.types if not isinstance(t, msgspec.inspect.NoneType))
+        if step[1] is not None and isinstance(info, msgspec.inspect.StructType):
+            info = next((f.type for f in info.fields if f.encode_name == step[1]), info)
+        elif isinstance(info, msgspec.inspect.ListType | msgspec.inspect.DictType):
+            info = info.item_type if isinstance(info, msgspec.inspect.ListType) else info.value_type
+        else:
+            return None
+    return info.values if isinstance(info, msgspec.inspect.LiteralType) else None
+
+
+def _format_validation_error(exc: msgspec.ValidationError) -> str:
+    """``Expected `int` >= 1 - at `$.channels[0].weight` `` -> ``channels[0].weight: ...``."""
+    text = str(exc)
+    match = _ERROR_PATH.match(text)
+    if match:
+        where = match["path"].lstrip(".") or "(root)"
+        text = f"{where}: {match['msg']}"
+        choices = _allowed_values(match["path"])
+        if choices and match["msg"].startswith("Invalid enum value"):
+            text += " (expected one of: " + ", ".join(map(str, choices)) + ")"
+    return f"invalid configuration:\n  {text}"
 
 
 def parse_settings(raw: Any, source_path: str | None = None) -> Settings:
@@ -218,8 +280,10 @@ def parse_settings(raw: Any, source_path: str | None = None) -> Settings:
     if source_path is not None:
         data["source_path"] = source_path
     try:
-        return Settings.model_validate(data)
-    except ValidationError as exc:
+        # strict=False: values that came through ${ENV} are strings ("30", "true") and are
+        # accepted for numbers and booleans, as a YAML literal would be.
+        return msgspec.convert(data, Settings, strict=False, dec_hook=_decode_secret)
+    except msgspec.ValidationError as exc:
         raise ConfigError(_format_validation_error(exc)) from None
 
 

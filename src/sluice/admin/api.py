@@ -7,12 +7,11 @@ import hmac
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sluice.admin.schemas import KeyCreate, KeyUpdate, parse_time
+from sluice.admin.schemas import BodyError, KeyCreate, KeyUpdate, parse_body, parse_time
 from sluice.errors import AuthenticationFailed, InvalidRequest, NotFound, ServiceUnavailable
 from sluice.health_probe import probe_channel, probe_model
 from sluice.keys import KeyRecord
@@ -23,7 +22,7 @@ from sluice.storage.usage_queries import UsageFilter
 
 __all__ = ["admin_routes", "mask_secret"]
 
-_Model = TypeVar("_Model", bound=BaseModel)
+_Body = TypeVar("_Body", KeyCreate, KeyUpdate)
 
 
 def mask_secret(secret: str) -> str:
@@ -51,14 +50,14 @@ def _require_admin(request: Request) -> AppState:
     return state
 
 
-async def _body(request: Request, model: type[_Model]) -> _Model:
+async def _body(request: Request, schema: type[_Body]) -> _Body:
     raw, _ = await read_json_body(request, 1024 * 1024, 16)
     try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or None
-        raise InvalidRequest(f"Invalid '{where}': {first['msg']}", param=where) from None
+        return parse_body(raw, schema)
+    except BodyError as exc:
+        if exc.param is None:
+            raise InvalidRequest(f"Invalid request body: {exc}") from None
+        raise InvalidRequest(f"Invalid '{exc.param}': {exc}", param=exc.param) from None
 
 
 async def _key_or_404(state: AppState, key_id: str) -> KeyRecord:

@@ -1,15 +1,18 @@
-"""Admin request bodies, validated at the edge with pydantic; time parsing shared with the CLI."""
+"""Admin request bodies, validated at the edge with msgspec; time parsing shared with the CLI."""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
+from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import msgspec
+from msgspec import UNSET, UnsetType
 
 from sluice.storage.key_store import KeyChanges
 
-__all__ = ["KeyCreate", "KeyUpdate", "parse_time", "validate_cidrs"]
+__all__ = ["BodyError", "KeyCreate", "KeyUpdate", "parse_body", "parse_time", "validate_cidrs"]
 
 
 def parse_time(value: str | float | int | None) -> float | None:
@@ -41,68 +44,96 @@ def validate_cidrs(values: list[str]) -> list[str]:
     return values
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+_Budget = Annotated[float, msgspec.Meta(ge=0, le=1e9)]
+_AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
+_Body = TypeVar("_Body", "KeyCreate", "KeyUpdate")
 
 
-class KeyCreate(_Body):
-    name: str = Field(min_length=1, max_length=200)
-    budget_usd: float | None = Field(default=None, ge=0, le=1e9)
-    models: list[str] = Field(default_factory=list)
-    allowed_ips: list[str] = Field(default_factory=list)
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
-    max_concurrent: int | None = Field(default=None, ge=1)
-    expires_at: str | float | None = None
+class BodyError(Exception):
+    """A request body (or CLI arguments) that does not fit the schema; ``param`` names the field."""
 
-    _cidrs = field_validator("allowed_ips")(validate_cidrs)
-
-    @field_validator("expires_at")
-    @classmethod
-    def _time(cls, value: str | float | None) -> float | None:
-        return parse_time(value)
+    def __init__(self, message: str, param: str | None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
-class KeyUpdate(_Body):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    budget_usd: float | None = Field(default=None, ge=0, le=1e9)
-    models: list[str] | None = None
-    allowed_ips: list[str] | None = None
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
-    max_concurrent: int | None = Field(default=None, ge=1)
-    expires_at: str | float | None = None
-    disabled: bool | None = None
+_ERROR_PATH = re.compile(r"^(?P<msg>.*) - at `\$\.?(?P<path>[^`]*)`$", re.S)
+
+
+def parse_body(raw: object, schema: type[_Body]) -> _Body:
+    """Validate a decoded JSON body. Types are strict (``"5"`` is not a number); the few checks
+    a type cannot express (CIDRs, times) run after decoding and name their field the same way."""
+    try:
+        body = msgspec.convert(raw, schema)
+    except msgspec.ValidationError as exc:
+        match = _ERROR_PATH.match(str(exc))
+        if match is None:  # an error about the body as a whole: unknown field, not an object
+            raise BodyError(str(exc), None) from None
+        raise BodyError(match["msg"], match["path"] or None) from None
+    try:
+        if isinstance(body.allowed_ips, list):
+            validate_cidrs(body.allowed_ips)
+    except ValueError as exc:
+        raise BodyError(str(exc), "allowed_ips") from None
+    try:
+        if isinstance(body.expires_at, str | float):
+            body.expires_at = parse_time(body.expires_at)
+    except ValueError as exc:
+        raise BodyError(str(exc), "expires_at") from None
+    return body
+
+
+class KeyCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: _Name
+    budget_usd: _Budget | None = None
+    models: list[str] = msgspec.field(default_factory=list)
+    allowed_ips: list[str] = msgspec.field(default_factory=list)
+    rpm: _AtLeastOne | None = None
+    tpm: _AtLeastOne | None = None
+    max_concurrent: _AtLeastOne | None = None
+    expires_at: str | float | None = None  # epoch seconds once parsed
+
+
+class KeyUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Absent fields are UNSET and stay as they are; an explicit JSON null clears a field."""
+
+    name: _Name | UnsetType = UNSET
+    budget_usd: _Budget | None | UnsetType = UNSET
+    models: list[str] | None | UnsetType = UNSET
+    allowed_ips: list[str] | None | UnsetType = UNSET
+    rpm: _AtLeastOne | None | UnsetType = UNSET
+    tpm: _AtLeastOne | None | UnsetType = UNSET
+    max_concurrent: _AtLeastOne | None | UnsetType = UNSET
+    expires_at: str | float | None | UnsetType = UNSET
+    disabled: bool | None | UnsetType = UNSET
     reset_spent: bool = False
 
-    @field_validator("allowed_ips")
-    @classmethod
-    def _cidrs(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else validate_cidrs(value)
-
-    @field_validator("expires_at")
-    @classmethod
-    def _time(cls, value: str | float | None) -> float | None:
-        return parse_time(value)
-
     def changes(self) -> KeyChanges:
-        """Explicit JSON nulls clear a field; absent fields stay as they are."""
-        sent = self.model_fields_set
-        expires = self.expires_at
+        budget = _value(self.budget_usd)
+        expires = _value(self.expires_at)
+        rpm, tpm, concurrent = _value(self.rpm), _value(self.tpm), _value(self.max_concurrent)
         return KeyChanges(
-            name=self.name,
-            budget_micro=None if self.budget_usd is None else round(self.budget_usd * 1e6),
-            clear_budget="budget_usd" in sent and self.budget_usd is None,
+            name=_value(self.name),
+            budget_micro=None if budget is None else round(budget * 1e6),
+            clear_budget=self.budget_usd is None,
             expires_at=float(expires) if expires is not None else None,
-            clear_expiry="expires_at" in sent and expires is None,
-            allowed_models=self.models,
-            allowed_ips=self.allowed_ips,
-            rpm=self.rpm,
-            clear_rpm="rpm" in sent and self.rpm is None,
-            tpm=self.tpm,
-            clear_tpm="tpm" in sent and self.tpm is None,
-            max_concurrent=self.max_concurrent,
-            clear_max_concurrent="max_concurrent" in sent and self.max_concurrent is None,
-            disabled=self.disabled,
+            clear_expiry=self.expires_at is None,
+            allowed_models=_value(self.models),
+            allowed_ips=_value(self.allowed_ips),
+            rpm=rpm,
+            clear_rpm=self.rpm is None,
+            tpm=tpm,
+            clear_tpm=self.tpm is None,
+            max_concurrent=concurrent,
+            clear_max_concurrent=self.max_concurrent is None,
+            disabled=_value(self.disabled),
             reset_spent=self.reset_spent,
         )
+
+
+_T = TypeVar("_T")
+
+
+def _value(field: _T | UnsetType) -> _T | None:
+    return None if isinstance(field, UnsetType) else field
