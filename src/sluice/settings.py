@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 import yaml
 
+from sluice.validation_errors import split_validation_error
+
 __all__ = [
     "ChannelConfig",
     "CircuitConfig",
@@ -235,14 +237,11 @@ def _interpolate(value: Any) -> Any:
     return value
 
 
-_ERROR_PATH = re.compile(r"^(?P<msg>.*) - at `\$(?P<path>[^`]*)`$", re.S)
-
-
-_PATH_STEP = re.compile(r"\.(\w+)|\[\d+\]|\[[^\]]*\]")
+_PATH_STEP = re.compile(r"(?:^|\.)(\w+)|\[[^\]]*\]")
 
 
 def _allowed_values(path: str) -> tuple[object, ...] | None:
-    """The choices of the ``Literal`` field at ``path`` (``.channels[0].type``), if it is one."""
+    """The choices of the ``Literal`` field at ``path`` (``channels[0].type``), if it is one."""
     import msgspec.inspect  # only on a config error: workers never need it
 
     info: msgspec.inspect.Type = msgspec.inspect.type_info(Settings)
@@ -259,15 +258,13 @@ def _allowed_values(path: str) -> tuple[object, ...] | None:
 
 
 def _format_validation_error(exc: msgspec.ValidationError) -> str:
-    """``Expected `int` >= 1 - at `$.channels[0].weight` `` -> ``channels[0].weight: ...``."""
-    text = str(exc)
-    match = _ERROR_PATH.match(text)
-    if match:
-        where = match["path"].lstrip(".") or "(root)"
-        text = f"{where}: {match['msg']}"
-        choices = _allowed_values(match["path"])
-        if choices and match["msg"].startswith("Invalid enum value"):
-            text += " (expected one of: " + ", ".join(map(str, choices)) + ")"
+    message, path = split_validation_error(exc)
+    if path is None:
+        return f"invalid configuration:\n  {message}"
+    text = f"{path or '(root)'}: {message}"
+    choices = _allowed_values(path)
+    if choices and message.startswith("Invalid enum value"):
+        text += " (expected one of: " + ", ".join(map(str, choices)) + ")"
     return f"invalid configuration:\n  {text}"
 
 

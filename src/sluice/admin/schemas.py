@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import re
 from typing import Annotated, TypeVar
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
 from sluice.storage.key_store import KeyChanges
+from sluice.validation_errors import split_validation_error
 
 __all__ = ["BodyError", "KeyCreate", "KeyUpdate", "parse_body", "parse_time", "validate_cidrs"]
 
@@ -58,19 +58,14 @@ class BodyError(Exception):
         self.param = param
 
 
-_ERROR_PATH = re.compile(r"^(?P<msg>.*) - at `\$\.?(?P<path>[^`]*)`$", re.S)
-
-
 def parse_body(raw: object, schema: type[_Body]) -> _Body:
     """Validate a decoded JSON body. Types are strict (``"5"`` is not a number); the few checks
     a type cannot express (CIDRs, times) run after decoding and name their field the same way."""
     try:
         body = msgspec.convert(raw, schema)
     except msgspec.ValidationError as exc:
-        match = _ERROR_PATH.match(str(exc))
-        if match is None:  # an error about the body as a whole: unknown field, not an object
-            raise BodyError(str(exc), None) from None
-        raise BodyError(match["msg"], match["path"] or None) from None
+        message, path = split_validation_error(exc)
+        raise BodyError(message, path or None) from None  # no path: about the body as a whole
     try:
         if isinstance(body.allowed_ips, list):
             validate_cidrs(body.allowed_ips)
