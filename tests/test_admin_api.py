@@ -75,17 +75,20 @@ def test_key_lifecycle(gateway: Gateway, admin: httpx.Client) -> None:
 
 
 def test_admin_validation_errors(admin: httpx.Client) -> None:
-    invalid = [
-        {"budget_usd": 1},
-        {"name": "x", "rpm": 0},
-        {"name": "x", "allowed_ips": ["nope"]},
-        {"name": "x", "expires_at": "tomorrow"},
-        {"name": "x", "colour": "red"},
+    invalid: list[tuple[dict[str, object], str | None]] = [  # body, the field the error names
+        ({"budget_usd": 1}, None),
+        ({"name": "x", "rpm": 0}, "rpm"),
+        ({"name": "x", "rpm": "5"}, "rpm"),  # strict: a JSON string is not a number
+        ({"name": "x", "allowed_ips": ["nope"]}, "allowed_ips"),
+        ({"name": "x", "expires_at": "tomorrow"}, "expires_at"),
+        ({"name": "x", "colour": "red"}, None),
     ]
-    for bad in invalid:
+    for bad, param in invalid:
         response = admin.post("/admin/keys", json=bad)
         assert response.status_code == 400, bad
-        assert response.json()["error"]["type"] == "invalid_request_error"
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error"
+        assert error["param"] == param, bad
 
 
 def test_usage_report_filters_and_groups(gateway: Gateway, admin: httpx.Client) -> None:
