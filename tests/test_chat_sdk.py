@@ -9,7 +9,8 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from tests.fakes.openai_upstream import FakeOpenAI
+from tests.conftest import GatewayFactory, openai_channel
+from tests.fakes.openai_upstream import FakeOpenAI, Scripted
 from tests.support import Gateway
 
 SdkFactory = Callable[..., Any]
@@ -73,3 +74,32 @@ def test_unknown_key_is_rejected_with_openai_error(gateway: Gateway, sdk: SdkFac
         )
     assert caught.value.status_code == 401
     assert caught.value.code == "invalid_api_key"
+
+
+def test_upstream_cookies_are_never_replayed_to_later_requests(
+    gateway_factory: GatewayFactory, fake_openai: FakeOpenAI, sdk: SdkFactory
+) -> None:
+    """Upstreams behind CDNs set cookies (OpenAI's Cloudflare sets ``__cf_bm``). A gateway's
+    one upstream session serves every tenant, so a jar would send one client's cookie with the
+    next client's request: nothing an upstream sets may be stored."""
+    # By host name: cookie jars ignore cookies from bare IP addresses.
+    by_name = fake_openai.base_url.replace("127.0.0.1", "localhost")
+    gateway = gateway_factory([openai_channel(fake_openai, base_url=by_name)])
+
+    reply = b'{"id":"c1","object":"chat.completion","created":1,"model":"test-model",' \
+        b'"choices":[{"index":0,"message":{"role":"assistant","content":"ok"},' \
+        b'"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,' \
+        b'"total_tokens":2}}'  # fmt: skip
+    fake_openai.script.append(
+        Scripted(body=reply, headers={"set-cookie": "session=tenant-a; Path=/"})
+    )
+    first = sdk(gateway, gateway.create_key("tenant-a", budget_micro=10_000_000))
+    second = sdk(gateway, gateway.create_key("tenant-b", budget_micro=10_000_000))
+    raw = first.chat.completions.with_raw_response.create(
+        model="test-model", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert "set-cookie" not in raw.headers, "upstream cookies must not reach the client"
+    second.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "hi"}])
+    assert len(fake_openai.received) == 2
+    sent = {name.lower() for name in fake_openai.received[1].headers}
+    assert "cookie" not in sent, fake_openai.received[1].headers

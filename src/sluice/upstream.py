@@ -44,8 +44,12 @@ def create_session() -> aiohttp.ClientSession:
     )
     # No trace_configs and no skip_auto_headers: both cost measurable time on every request
     # (aiohttp rebuilds the skip set per request and runs every trace signal).
+    # No cookie jar: this one session serves every tenant, so a cookie an upstream sets (CDNs
+    # in front of provider APIs do) would otherwise go out with every later client's request;
+    # it also spares the jar's filtering on each request.
     return aiohttp.ClientSession(
         connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=True,
         raise_for_status=False,
         json_serialize=lambda _: "",  # never used: bodies are pre-serialised bytes
