@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis.asyncio as redis
+from redis.asyncio.connection import Connection as TcpConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from sluice.redis_backend.resp import RespConnectionParams, RespPipe, pack_command
 
 __all__ = ["RedisBackend", "RedisUnavailable", "key_tag", "OUTAGE_ERRORS"]
 
@@ -77,11 +80,19 @@ class RedisBackend:
             socket_timeout=op_timeout_s,
         )
         self.client: redis.Redis = redis.Redis.from_pool(pool)
+        # Hot-path script calls go through one lean pipelined connection (resp.py) when Redis
+        # is reached over plain TCP; TLS and Unix sockets keep redis-py's pipeline.
+        self._pipe = _lean_pipe(pool, op_timeout_s)
         self.healthy = True
         self._recovery_hooks: list[Callable[[], Awaitable[None]]] = []
         self._probe: asyncio.Task[None] | None = None
         self._batch: list[_Pending] = []  # script calls waiting for this loop turn's pipeline
         self._batches: set[asyncio.Task[None]] = set()
+
+    @property
+    def pipelines_directly(self) -> bool:
+        """Whether script calls use the lean pipelined connection (plain TCP) or redis-py's."""
+        return self._pipe is not None
 
     def on_recovery(self, hook: Callable[[], Awaitable[None]]) -> None:
         self._recovery_hooks.append(hook)
@@ -101,11 +112,18 @@ class RedisBackend:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe
             self._probe = None
-        if self._batches:  # settlements already sent: let them land
-            await asyncio.wait(self._batches, timeout=self._op_timeout_s * 2)
+        in_flight: list[asyncio.Future[Any]] = [*self._batches]
+        if self._pipe is not None:
+            in_flight += self._pipe.pending()
+        if in_flight:  # settlements already sent: let them land
+            await asyncio.wait(in_flight, timeout=self._op_timeout_s * 2)
+        if self._pipe is not None:
+            self._pipe.close()
         await self.client.aclose()
 
     def mark_down(self, exc: BaseException) -> None:
+        if self._pipe is not None:
+            self._pipe.reset()  # after a timeout the connection is suspect: start afresh
         if self.healthy:
             fallback = (
                 "per-replica rate limits"
@@ -168,7 +186,12 @@ class RedisBackend:
         made alone still go out at once (the batch is sent on the next loop iteration).
         Scripts are independent and atomic each; nothing relies on their relative order.
         """
-        return await self.call(lambda: self._enqueue(script, keys, args))
+        try:
+            return await self.call(lambda: self._enqueue(script, keys, args))
+        except NoScriptError:
+            # First use on this Redis (or after SCRIPT FLUSH / a restart): redis-py's script
+            # object loads it and runs it; later calls find it cached.
+            return await self.call(lambda: script(keys=keys, args=args))
 
     def _enqueue(
         self, script: AsyncScript, keys: list[str], args: list[Any]
@@ -182,12 +205,36 @@ class RedisBackend:
 
     def _send_batch(self) -> None:
         batch, self._batch = self._batch, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._run_batch(batch))
-            self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
+        if not batch:
+            return
+        if self._pipe is not None and self._pipe.connected:
+            self._write_batch(self._pipe, batch)  # the common case: no task at all
+            return
+        task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    @staticmethod
+    def _write_batch(pipe: RespPipe, batch: list[_Pending]) -> None:
+        commands = [
+            pack_command(["EVALSHA", item.script.sha, len(item.keys), *item.keys, *item.args])
+            for item in batch
+        ]
+        pipe.send(commands, [item.future for item in batch])
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
+        if self._pipe is not None:
+            try:
+                await self._pipe.connect()
+            except BaseException as exc:
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            self._write_batch(self._pipe, batch)
+            return
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 for item in batch:
@@ -216,6 +263,24 @@ class RedisBackend:
                 item.future.set_exception(result)
             else:
                 item.future.set_result(result)
+
+
+def _lean_pipe(pool: redis.BlockingConnectionPool, op_timeout_s: float) -> RespPipe | None:
+    if pool.connection_class is not TcpConnection:
+        return None
+    kwargs = pool.connection_kwargs
+    if kwargs.get("credential_provider") is not None or kwargs.get("protocol") not in (None, 2):
+        return None
+    return RespPipe(
+        RespConnectionParams(
+            host=str(kwargs.get("host", "localhost")),
+            port=int(kwargs.get("port", 6379)),
+            db=int(kwargs.get("db", 0)),
+            username=kwargs.get("username"),
+            password=kwargs.get("password"),
+            connect_timeout_s=op_timeout_s,
+        )
+    )
 
 
 def _redact(url: str) -> str:
