@@ -7,6 +7,7 @@ a client that vanished before the body iterator ever started, when no ``finally`
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from sluice.providers.base import DONE_FRAME, FailureKind, StreamTranslator, sse_frame
 from sluice.relay.admission import Admission
@@ -136,6 +137,41 @@ def _stream_error(timed_out: bool, code: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}}
 
 
+class _DisconnectWatch:
+    """Cancels the streaming task when the client leaves, so a long wait for the upstream's
+    next chunk ends at once (the upstream is then closed and stops generating).
+
+    One plain future on ``receive()`` instead of Starlette's anyio task group, which cost ~50 µs
+    per stream (measured: 57.6 vs 5.1 µs for a two-chunk stream) on every streamed request.
+    """
+
+    def __init__(self, task: asyncio.Task[Any], receive: Receive) -> None:
+        self._task = task
+        self._receive = receive
+        self.closing = False  # the last body message is being sent: a disconnect is expected
+        self.fired = False
+        self._waiter = self._listen()
+
+    def _listen(self) -> asyncio.Future[Message]:
+        waiter = asyncio.ensure_future(self._receive())
+        waiter.add_done_callback(self._on_message)
+        return waiter
+
+    def _on_message(self, waiter: asyncio.Future[Message]) -> None:
+        if self.closing or waiter.cancelled() or waiter.exception() is not None:
+            return
+        if waiter.result().get("type") == "http.disconnect":
+            self.fired = True
+            self._task.cancel()
+        else:  # more request body nobody asked for: keep listening
+            self._waiter = self._listen()
+
+    def stop(self) -> None:
+        self.closing = True
+        self._waiter.remove_done_callback(self._on_message)
+        self._waiter.cancel()
+
+
 class RelayStreamingResponse(StreamingResponse):
     def __init__(
         self,
@@ -148,9 +184,26 @@ class RelayStreamingResponse(StreamingResponse):
         self._session = session
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        watch = _DisconnectWatch(task, receive)
         try:
-            await super().__call__(scope, receive, send)
+            await self._stream(send, watch)
+        except asyncio.CancelledError:
+            # Ours (the client left) ends the response quietly; anyone else's propagates.
+            if not watch.fired or task.uncancel() > 0:
+                raise
         except OSError:
             pass  # the client socket went away mid-write; settlement below still happens
         finally:
+            watch.stop()
             self._session.finish()
+
+    async def _stream(self, send: Send, watch: _DisconnectWatch) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        async for chunk in self.body_iterator:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        watch.closing = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
