@@ -42,6 +42,7 @@ from sluice.observability.access_log import (
     configure_access_log,
     flush_access_log,
 )
+from sluice.relay.fast_path import RelayFastPath, fast_post_routes
 from sluice.relay.http import JSON_TYPE, json_response, request_id_of
 from sluice.relay.routes import relay_routes
 from sluice.runtime import flush_logs_forever, tune_gc
@@ -181,17 +182,22 @@ def create_app(
             state.metrics.close()
             flush_access_log()
 
+    hot_routes = [
+        *relay_routes(),
+        *anthropic_routes(),  # Anthropic Messages API in front (sluice.inbound)
+    ]
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-        *relay_routes(),
-        *anthropic_routes(),  # Anthropic Messages API in front (sluice.inbound)
+        *hot_routes,
         *admin_routes(),
     ]
     middleware = [
         # Outermost: every response, CORS preflights and errors included, gets a request id.
         Middleware(AccessLogMiddleware, log_bodies=settings.log_bodies),
+        # The relay's POST routes skip the layers below (relay/fast_path.py says when not).
+        Middleware(RelayFastPath, routes=fast_post_routes(hot_routes), render_error=_sluice_error),
         Middleware(
             CORSMiddleware,
             allow_origins=settings.cors.allow_origins,
