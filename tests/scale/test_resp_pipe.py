@@ -17,9 +17,11 @@ import pytest
 import redis.asyncio as redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sluice.redis_backend.client import RedisBackend, RedisUnavailable
 from sluice.redis_backend.resp import RespConnectionParams, RespPipe, pack_command
+from sluice.relay.together import both_settled
 from tests.conftest import skip_unless_ci
 from tests.scale.conftest import PrivateRedis
 from tests.support import free_port
@@ -221,3 +223,56 @@ async def test_nothing_listening_is_a_connection_error() -> None:
     with pytest.raises(RedisConnectionError, match="Cannot connect"):
         await pipe.connect()
     assert not pipe.connected
+
+
+async def test_an_unanswered_command_times_out_and_resets_the_connection(
+    scripted: _ScriptedResp,
+) -> None:
+    pipe = RespPipe(RespConnectionParams("127.0.0.1", scripted.port, reply_timeout_s=0.2))
+    await pipe.connect()
+    loop = asyncio.get_running_loop()
+    first, second = loop.create_future(), loop.create_future()
+    pipe.send([pack_command(["GET", "a"])], [first])
+    await asyncio.sleep(0.1)
+    pipe.send([pack_command(["GET", "b"])], [second])  # younger, but behind the stuck one
+    started = loop.time()
+    with pytest.raises(RedisTimeoutError):
+        await asyncio.wait_for(first, 2)
+    assert loop.time() - started < 0.3  # 0.2 s deadline, checked every 0.05 s
+    with pytest.raises(RedisTimeoutError):
+        await asyncio.wait_for(second, 2)
+    assert not pipe.connected, "a connection that stopped answering is not reused"
+
+
+async def test_a_backend_whose_redis_hangs_falls_back_instead_of_waiting(
+    scripted: _ScriptedResp,
+) -> None:
+    backend = RedisBackend(f"redis://127.0.0.1:{scripted.port}/0", op_timeout_s=0.1)
+    script = backend.client.register_script("return 1")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(RedisUnavailable):
+        await backend.script(script, [], [])
+    assert loop.time() - started < 0.5
+    assert not backend.healthy
+    await backend.close()
+
+
+async def test_two_scripts_started_together_share_one_write(scripted: _ScriptedResp) -> None:
+    """Admission and settlement each run two scripts through ``both_settled``; they must leave
+    in one write (one round trip), not one each."""
+    backend = RedisBackend(f"redis://127.0.0.1:{scripted.port}/0")
+    first = backend.client.register_script("return 1")
+    second = backend.client.register_script("return 2")
+    warm = asyncio.ensure_future(backend.script(first, ["k0"], [0]))  # connects the pipe
+    await asyncio.wait_for(scripted.commands.get(), 2)
+    scripted.writers[0].write(b":0\r\n")
+    assert await asyncio.wait_for(warm, 2) == 0
+    running = asyncio.ensure_future(
+        both_settled(backend.script(first, ["k1"], [1]), backend.script(second, ["k2"], [2]))
+    )
+    data = await asyncio.wait_for(scripted.commands.get(), 2)
+    assert data.count(b"EVALSHA") == 2, data
+    scripted.writers[0].write(b":1\r\n:2\r\n")
+    assert await asyncio.wait_for(running, 2) == (1, 2)
+    await backend.close()

@@ -187,7 +187,16 @@ class RedisBackend:
         Scripts are independent and atomic each; nothing relies on their relative order.
         """
         try:
-            return await self.call(lambda: self._enqueue(script, keys, args))
+            if self._pipe is None:
+                return await self.call(lambda: self._enqueue(script, keys, args))
+            # The lean pipe bounds every reply with its watchdog: no timer per call.
+            if not self.healthy:
+                raise RedisUnavailable("redis is marked down")
+            try:
+                return await self._enqueue(script, keys, args)
+            except OUTAGE_ERRORS as exc:
+                self.mark_down(exc)
+                raise RedisUnavailable(str(exc)) from exc
         except NoScriptError:
             # First use on this Redis (or after SCRIPT FLUSH / a restart): redis-py's script
             # object loads it and runs it; later calls find it cached.
@@ -279,6 +288,7 @@ def _lean_pipe(pool: redis.BlockingConnectionPool, op_timeout_s: float) -> RespP
             username=kwargs.get("username"),
             password=kwargs.get("password"),
             connect_timeout_s=op_timeout_s,
+            reply_timeout_s=op_timeout_s * 2,  # what ``call`` allows an operation
         )
     )
 

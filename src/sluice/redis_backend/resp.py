@@ -26,6 +26,7 @@ from typing import Any, cast
 import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = ["RespConnectionParams", "RespPipe", "pack_command"]
 
@@ -38,6 +39,7 @@ class RespConnectionParams:
     username: str | None = None
     password: str | None = None
     connect_timeout_s: float = 1.0
+    reply_timeout_s: float = 2.0  # a reply later than this resets the connection
 
 
 def _encode(value: Any) -> bytes:
@@ -73,7 +75,7 @@ def _as_exception(reply: ResponseError) -> ResponseError:
 class _RespProtocol(asyncio.Protocol):
     def __init__(self, on_lost: Callable[[_RespProtocol, Exception | None], None]) -> None:
         self.transport: asyncio.Transport | None = None
-        self.waiters: deque[asyncio.Future[Any]] = deque()
+        self.waiters: deque[tuple[float, asyncio.Future[Any]]] = deque()  # (deadline, waiter)
         self._reader = hiredis.Reader(protocolError=InvalidResponse, replyError=ResponseError)
         self._on_lost = on_lost
 
@@ -91,7 +93,7 @@ class _RespProtocol(asyncio.Protocol):
             reader.feed(data)
             reply = reader.gets()
             while reply is not False:
-                waiter = self.waiters.popleft()
+                _, waiter = self.waiters.popleft()
                 if not waiter.done():
                     if isinstance(reply, ResponseError):
                         waiter.set_exception(_as_exception(reply))
@@ -109,18 +111,23 @@ class _RespProtocol(asyncio.Protocol):
 
     def fail_all(self, exc: Exception) -> None:
         while self.waiters:
-            waiter = self.waiters.popleft()
+            _, waiter = self.waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(exc)
 
 
 class RespPipe:
-    """Lazily connected; reconnects on the next send after the connection is lost or reset."""
+    """Lazily connected; reconnects on the next send after the connection is lost or reset.
+
+    Waiters need no timer each: a watchdog, armed while replies are outstanding, resets the
+    connection (every waiter then gets ``TimeoutError``) once the oldest is overdue.
+    """
 
     def __init__(self, params: RespConnectionParams) -> None:
         self._params = params
         self._protocol: _RespProtocol | None = None
         self._connecting: asyncio.Future[_RespProtocol] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
 
     @property
     def connected(self) -> bool:
@@ -130,7 +137,23 @@ class RespPipe:
         """Write packed commands in one write; each waiter gets its command's reply (an error
         reply as ``ResponseError``, ``NoScriptError`` for NOSCRIPT). Requires ``connected``."""
         assert self._protocol is not None
-        self._send_on(self._protocol, commands, waiters)
+        self._send_on(self._protocol, commands, waiters, self._params.reply_timeout_s)
+        if self._watchdog is None:
+            self._arm_watchdog()
+
+    def _arm_watchdog(self) -> None:
+        interval = self._params.reply_timeout_s / 4
+        self._watchdog = asyncio.get_running_loop().call_later(interval, self._check_overdue)
+
+    def _check_overdue(self) -> None:
+        self._watchdog = None
+        protocol = self._protocol
+        if protocol is None or not protocol.waiters:
+            return
+        if protocol.waiters[0][0] <= asyncio.get_running_loop().time():
+            self.reset(RedisTimeoutError("Redis did not answer in time."))
+        else:
+            self._arm_watchdog()
 
     async def connect(self) -> None:
         """Connect (once, however many callers wait) and authenticate / select the database."""
@@ -172,7 +195,7 @@ class RespPipe:
                     handshake.append(pack_command(["SELECT", params.db]))
                 if handshake:
                     futures = [loop.create_future() for _ in handshake]
-                    self._send_on(protocol, handshake, futures)
+                    self._send_on(protocol, handshake, futures, params.connect_timeout_s)
                     for reply in await asyncio.gather(*futures, return_exceptions=True):
                         if isinstance(reply, BaseException):
                             raise reply
@@ -188,26 +211,33 @@ class RespPipe:
 
     @staticmethod
     def _send_on(
-        protocol: _RespProtocol, commands: Sequence[bytes], waiters: Sequence[asyncio.Future[Any]]
+        protocol: _RespProtocol,
+        commands: Sequence[bytes],
+        waiters: Sequence[asyncio.Future[Any]],
+        timeout_s: float,
     ) -> None:
         assert protocol.transport is not None
-        protocol.waiters.extend(waiters)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        protocol.waiters.extend([(deadline, waiter) for waiter in waiters])
         protocol.transport.write(b"".join(commands))
 
     def _lost(self, protocol: _RespProtocol, exc: Exception | None) -> None:
         if self._protocol is protocol:
             self._protocol = None
 
-    def reset(self) -> None:
-        """Drop the connection (a timeout makes it suspect); waiters get a connection error."""
+    def reset(self, error: Exception | None = None) -> None:
+        """Drop the connection (a timeout makes it suspect); waiters get ``error``."""
         protocol, self._protocol = self._protocol, None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if protocol is not None:
-            protocol.fail_all(RedisConnectionError("Redis connection reset."))
+            protocol.fail_all(error or RedisConnectionError("Redis connection reset."))
             if protocol.transport is not None:
                 protocol.transport.abort()
 
     def pending(self) -> list[asyncio.Future[Any]]:
-        return [] if self._protocol is None else list(self._protocol.waiters)
+        return [] if self._protocol is None else [waiter for _, waiter in self._protocol.waiters]
 
     def close(self) -> None:
         self.reset()

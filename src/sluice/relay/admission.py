@@ -6,7 +6,6 @@ reservation. Any failure raises an OpenAI-shaped error and leaves nothing reserv
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ from sluice.metering.quota import Reservation
 from sluice.protocol.validate import RequestView, validate_body
 from sluice.providers.base import Endpoint
 from sluice.relay.http import client_ip, read_json_body, request_id_of
+from sluice.relay.together import both_settled
 from sluice.state import AppState
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ async def _limit_and_reserve(
         except BaseException:
             await state.limiter.adjust_tokens(key.id, key.tpm, -reserved_tokens)
             raise
-    limited, reserved = await asyncio.gather(limit, reserve, return_exceptions=True)
+    limited, reserved = await both_settled(limit, reserve)
     if isinstance(limited, BaseException) or not limited.allowed:
         if not isinstance(reserved, BaseException):
             await state.ledger.release(reserved)

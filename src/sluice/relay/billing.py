@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from typing import Any
 
 from sluice.metering.pricing import UsageTokens
 from sluice.relay.admission import Admission
+from sluice.relay.together import both_settled
 from sluice.state import AppState
 from sluice.storage.usage_sink import UsageRow
 
@@ -85,7 +85,9 @@ async def settle(state: AppState, admission: Admission, outcome: Outcome) -> Usa
         await settle_budget
         await adjust_window
     else:  # started together, both scripts share one pipelined round trip
-        await asyncio.gather(settle_budget, adjust_window)
+        for outcome_of in await both_settled(settle_budget, adjust_window):
+            if isinstance(outcome_of, BaseException):
+                raise outcome_of
     row = UsageRow(
         request_id=admission.request_id,
         key_id=admission.key.id,
