@@ -49,11 +49,23 @@ class AzureStreamTranslator:
             and b'"usage":{' not in frame
         )
 
+    def _filtered(self, frames: list[bytes]) -> list[bytes]:
+        kept: list[bytes] = []
+        for frame in frames:
+            if b'"prompt_filter_results"' not in frame:
+                kept.append(frame)
+                continue
+            # The inner translator forwards runs of ordinary chunks as one frame: judge each.
+            kept.extend(
+                block + b"\n\n" for block in frame.split(b"\n\n") if block and self._keep(block)
+            )
+        return kept
+
     def feed(self, data: bytes) -> list[bytes]:
-        return [frame for frame in self._inner.feed(data) if self._keep(frame)]
+        return self._filtered(self._inner.feed(data))
 
     def close(self) -> list[bytes]:
-        return [frame for frame in self._inner.close() if self._keep(frame)]
+        return self._filtered(self._inner.close())
 
     @property
     def usage(self) -> UsageTokens | None:

@@ -26,7 +26,7 @@ from sluice.providers.base import (
     sse_frame,
 )
 from sluice.providers.failures import classify
-from sluice.providers.sse import SseSplitter
+from sluice.providers.sse import SseSplitter, parse_span
 from sluice.settings import ChannelConfig
 
 __all__ = [
@@ -201,8 +201,22 @@ class OpenAIStreamTranslator:
         return self._failure
 
     def feed(self, data: bytes) -> list[bytes]:
+        span = self._splitter.take_complete(data)
+        if not span or self._done:
+            return []
         frames: list[bytes] = []
-        for event in self._splitter.feed(data):
+        # Ordinary content chunks are forwarded as the bytes they arrived in, a whole run of
+        # them at once: byte scans in C instead of ~2 µs of Python per frame. Frames from the
+        # first one that may carry usage, an error or [DONE] on are handled one by one.
+        special = _first_special(span)
+        plain_end = len(span) if special < 0 else span.rfind(b"\n\n", 0, special)
+        if plain_end > 0 and _only_plain_chunks(span[:plain_end]):
+            plain = span[:plain_end]
+            if self._usage is None:
+                self._retained.append(plain)
+            frames.append(plain + b"\n\n")
+            span = span[plain_end + 2 :]
+        for event in parse_span(span):
             frame = self._translate(event.data)
             if frame is not None:
                 frames.append(frame)
@@ -262,7 +276,7 @@ class OpenAIStreamTranslator:
 
     def delivered_text(self) -> str:
         parts: list[str] = []
-        for payload in self._retained:
+        for payload in _retained_payloads(self._retained):
             chunk = _loads(payload)
             if chunk is None:
                 continue
@@ -275,6 +289,38 @@ class OpenAIStreamTranslator:
                 elif isinstance(choice.get("text"), str):
                     parts.append(choice["text"])
         return "".join(parts)
+
+
+_SPECIAL_MARKERS = (b'"usage":{', b'"usage": {', b'"error"', b"data: [DONE]")
+
+
+def _first_special(span: bytes) -> int:
+    """Offset of the first marker of a frame that needs decoding, or -1."""
+    found = [at for at in (span.find(marker) for marker in _SPECIAL_MARKERS) if at >= 0]
+    return min(found) if found else -1
+
+
+def _only_plain_chunks(span: bytes) -> bool:
+    """Every block is one ``data: {...}`` line: no other field, comment or blank payload (the
+    frames the per-frame path would forward unchanged)."""
+    separators = span.count(b"\n\n")
+    return (
+        span.startswith(b"data: {")
+        and span.count(b"\n\ndata: {") == separators
+        and span.count(b"\n") == 2 * separators
+    )
+
+
+def _retained_payloads(retained: list[bytes]) -> list[bytes]:
+    # Runs of plain chunks are kept as the span they arrived in (``data: ...`` lines);
+    # frames handled one by one as their bare payload.
+    payloads: list[bytes] = []
+    for item in retained:
+        if item.startswith(b"data: "):
+            payloads.extend(block[6:] for block in item.split(b"\n\n"))
+        else:
+            payloads.append(item)
+    return payloads
 
 
 def _collect_delta_text(delta: dict[str, Any], parts: list[str]) -> None:

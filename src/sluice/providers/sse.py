@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["SseEvent", "SseSplitter"]
+__all__ = ["SseEvent", "SseSplitter", "parse_span"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,22 +21,22 @@ class SseSplitter:
     _pending: list[bytes] = field(default_factory=list)
 
     def feed(self, data: bytes) -> list[SseEvent]:
+        return parse_span(self.take_complete(data))
+
+    def take_complete(self, data: bytes) -> bytes:
+        """The complete blocks buffered so far as one span: blocks separated by a blank line,
+        the last block's terminating blank line left off (b"" when no block is complete yet).
+        What follows the last blank line stays buffered."""
         buffer = self._buffer + data
         if b"\r" in buffer:
             # On the joined buffer: a CRLF (Gemini ends lines so) may be split between reads.
             buffer = buffer.replace(b"\r\n", b"\n")
-        events: list[SseEvent] = []
-        start = 0
-        while True:
-            end = buffer.find(b"\n\n", start)
-            if end < 0:
-                break
-            event = _parse_block(buffer[start:end])
-            if event is not None:
-                events.append(event)
-            start = end + 2
-        self._buffer = buffer[start:]
-        return events
+        end = buffer.rfind(b"\n\n")
+        if end < 0:
+            self._buffer = buffer
+            return b""
+        self._buffer = buffer[end + 2 :]
+        return buffer[:end]
 
     def flush(self) -> list[SseEvent]:
         """At end of stream: an unterminated final block still counts if it is complete JSON-ish."""
@@ -49,6 +49,18 @@ class SseSplitter:
     @property
     def has_partial(self) -> bool:
         return bool(self._buffer.strip())
+
+
+def parse_span(span: bytes) -> list[SseEvent]:
+    """The events of a span from ``take_complete``."""
+    if not span:
+        return []
+    events: list[SseEvent] = []
+    for block in span.split(b"\n\n"):
+        event = _parse_block(block)
+        if event is not None:
+            events.append(event)
+    return events
 
 
 def _parse_block(block: bytes) -> SseEvent | None:
