@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -103,3 +104,22 @@ def test_upstream_cookies_are_never_replayed_to_later_requests(
     assert len(fake_openai.received) == 2
     sent = {name.lower() for name in fake_openai.received[1].headers}
     assert "cookie" not in sent, fake_openai.received[1].headers
+
+
+def test_finished_streams_hand_their_upstream_connection_back(
+    gateway: Gateway, fake_openai: FakeOpenAI, sdk: SdkFactory
+) -> None:
+    """A stream that ended with [DONE] leaves its upstream connection in the pool: the next
+    request reuses it instead of paying a new (TLS, for a real provider) handshake — also when
+    the end of the upstream's body comes in a later packet than [DONE]."""
+    fake_openai.eof_delay_s = 0.05
+    client = sdk(gateway, gateway.create_key("reuse", budget_micro=10_000_000))
+    for stream in (True, True, False, True):
+        reply = client.chat.completions.create(
+            model="test-model", messages=[{"role": "user", "content": "hi"}], stream=stream
+        )
+        if stream:
+            assert "".join(c.choices[0].delta.content or "" for c in reply if c.choices)
+        time.sleep(0.1)  # the end of the body arrives meanwhile; the connection is back
+    peers = [item.peer for item in fake_openai.received]
+    assert len(peers) == 4 and len(set(peers)) == 1, peers

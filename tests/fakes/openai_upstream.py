@@ -27,6 +27,7 @@ class Received:
     headers: dict[str, str]
     body: dict[str, Any]
     raw: bytes
+    peer: Any = None  # the gateway's (host, port): which upstream connection carried it
 
 
 @dataclass
@@ -55,6 +56,9 @@ class FakeOpenAI:
         self.script: list[Scripted] = []
         self.prompt_tokens = prompt_tokens
         self.send_stream_usage = send_stream_usage
+        # Seconds between a stream's [DONE] and the end of its body (real servers may send the
+        # chunked terminator in a later packet).
+        self.eof_delay_s = 0.0
         self.disconnects = 0
         self.disconnect_event = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -80,7 +84,8 @@ class FakeOpenAI:
 
     async def _record(self, request: web.Request) -> Received:
         raw = await request.read()
-        item = Received(request.path, dict(request.headers), orjson.loads(raw), raw)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        item = Received(request.path, dict(request.headers), orjson.loads(raw), raw, peer)
         self.received.append(item)
         return item
 
@@ -227,6 +232,8 @@ class FakeOpenAI:
                 }
                 await response.write(b"data: " + orjson.dumps(usage_chunk) + b"\n\n")
             await response.write(b"data: [DONE]\n\n")
+            if self.eof_delay_s:
+                await asyncio.sleep(self.eof_delay_s)
         except (ConnectionResetError, asyncio.CancelledError):
             self.disconnects += 1
             self.disconnect_event.set()

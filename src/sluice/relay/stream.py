@@ -97,6 +97,23 @@ class StreamSession:
         finally:
             self.finish()
 
+    def _hand_back_connection(self) -> None:
+        """Keep the upstream connection for the next request when the stream ended properly.
+
+        A stream cut short is closed: dropping the connection makes the upstream stop
+        generating. One that completed goes back to the pool — once its body is read to the
+        end (the chunked terminator usually arrives with ``[DONE]``; otherwise a short
+        background read waits for it). Closing every finished stream cost each streamed
+        request a new upstream connection: a TCP (and, to a real provider, TLS) handshake.
+        """
+        response = self._response
+        if self._status != 200 or not self._done_delivered:
+            response.close()
+        elif response.content.is_eof():
+            response.release()
+        else:
+            self._state.spawn(_release_at_eof(response))
+
     def _count_failure(self, kind: FailureKind) -> None:
         # A channel that keeps stalling or cutting streams must trip its breaker too, even
         # though these failures come too late to retry.
@@ -109,10 +126,9 @@ class StreamSession:
         if self._finished:
             return
         self._finished = True
-        # close(), not release(): dropping the connection makes the upstream stop generating.
-        self._response.close()
         if self._status == 499 and self._done_delivered:
             self._status, self._error_code = 200, None
+        self._hand_back_connection()
         translator = self._translator
         usage = translator.usage
         outcome = Outcome(
@@ -126,6 +142,28 @@ class StreamSession:
             stream=True,
         )
         settle_in_background(self._state, self._admission, outcome)
+
+
+_DRAIN_LIMIT_S = 1.0
+_DRAIN_MAX_BYTES = 64 * 1024
+
+
+async def _release_at_eof(response: aiohttp.ClientResponse) -> None:
+    """After ``[DONE]`` only the end of the body should follow; if it does not come soon, or
+    anything but blank lines does, the connection is not worth keeping."""
+    kept = False
+    try:
+        async with asyncio.timeout(_DRAIN_LIMIT_S):
+            while not response.content.is_eof():
+                if (await response.content.read(_DRAIN_MAX_BYTES)).strip():
+                    return
+        response.release()
+        kept = True
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        pass
+    finally:
+        if not kept:
+            response.close()
 
 
 def _stream_error(timed_out: bool, code: str) -> dict[str, Any]:
