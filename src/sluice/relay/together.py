@@ -5,7 +5,7 @@ loop turn to share one pipelined round trip. ``gather`` wraps both in tasks; her
 becomes a task (its first step is scheduled before the batch is sent) and the first runs in the
 caller's task. Both always run to the end, and each result or exception is returned, as with
 ``gather(..., return_exceptions=True)`` — so a hold made by one is never lost because the
-other failed.
+other failed, nor because the caller was cancelled meanwhile.
 """
 
 from __future__ import annotations
@@ -29,10 +29,28 @@ async def both_settled(
     except BaseException as exc:  # noqa: BLE001 - handed back, as gather(return_exceptions)
         a = exc
     try:
-        b: B | BaseException = await other
+        b: B | BaseException = await asyncio.shield(other)
+    except asyncio.CancelledError as cancelled:
+        # Cancelled while the second runs: it is not cancelled with us (gather would cancel
+        # it, and a budget hold its script already made in Redis would then never be undone).
+        # It gets one more wait — bounded by the Redis reply watchdog — so the caller can undo
+        # what it did; the cancellation is handed back in place of the first result, for the
+        # caller to re-raise after its clean-up.
+        a = cancelled
+        b = await _outcome_of(other)
     except BaseException as exc:  # noqa: BLE001
         b = exc
-    # Cancelled while the first ran: the first's CancelledError is returned (the caller
-    # re-raises it after undoing what the second did); cancelled while waiting for the
-    # second: that one is cancelled too, as gather would.
+    # Cancelled while the first ran: the first's CancelledError is returned the same way.
     return a, b
+
+
+async def _outcome_of(task: asyncio.Future[B]) -> B | BaseException:
+    try:
+        await asyncio.wait({task})
+    except asyncio.CancelledError as again:  # cancelled twice: stop waiting
+        task.cancel()
+        return again
+    if task.cancelled():
+        return asyncio.CancelledError()
+    error = task.exception()
+    return error if error is not None else task.result()
