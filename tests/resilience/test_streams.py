@@ -123,15 +123,8 @@ def test_long_first_byte_with_short_idle_gap(gateway_factory: GatewayFactory, fa
     assert time.monotonic() - started < 1.5
 
 
-def test_client_leaving_while_the_upstream_is_silent_closes_it_at_once(
-    gateway_factory: GatewayFactory, faulty: Make
-) -> None:
-    """The client leaves during a long gap between upstream chunks: the wait is cut short (the
-    gateway does not learn of it only when the next chunk comes) and the key is billed for what
-    was delivered."""
-    a = faulty("a").set("stall")  # two words, then nothing for an hour
-    gateway = gateway_factory([channel(a, idle_timeout_s=30.0)], **fast_settings())
-    key = gateway.create_key("leaves-in-gap", budget_micro=10_000_000)
+def _read_words_then_leave(gateway: Gateway, key: str, words: int) -> float:
+    """Stream a chat answer, hang up after ``words`` content chunks; returns when it hung up."""
     payload = {"model": "test-resilience", "stream": True,
                "messages": [{"role": "user", "content": "hello"}]}  # fmt: skip
     seen = 0
@@ -141,8 +134,21 @@ def test_client_leaving_while_the_upstream_is_silent_closes_it_at_once(
             for line in response.iter_lines():
                 if '"content":"' in line and '"content":""' not in line:
                     seen += 1
-                if seen == 2:
+                if seen == words:
                     break
+    return time.monotonic()
+
+
+def test_client_leaving_while_the_upstream_is_silent_closes_it_at_once(
+    gateway_factory: GatewayFactory, faulty: Make
+) -> None:
+    """The client leaves during a long gap between upstream chunks: the wait is cut short (the
+    gateway does not learn of it only when the next chunk comes) and the key is billed for what
+    was delivered."""
+    a = faulty("a").set("stall")  # two words, then nothing for an hour
+    gateway = gateway_factory([channel(a, idle_timeout_s=30.0)], **fast_settings())
+    key = gateway.create_key("leaves-in-gap", budget_micro=10_000_000)
+    _read_words_then_leave(gateway, key, 2)
     # Settled (and the upstream closed) as soon as the gateway saw the client go: the row is
     # written within a few usage-sink flushes, though the upstream would stay silent for 30 s.
     deadline = time.monotonic() + 0.75
@@ -161,18 +167,7 @@ def test_client_disconnect_cancels_upstream_within_a_second(
     a = faulty("a").set("none", chunk_delay_s=0.2)
     gateway = gateway_factory([channel(a)], **fast_settings())
     key = gateway.create_key("disconnect", budget_micro=10_000_000)
-    payload = {"model": "test-resilience", "stream": True,
-               "messages": [{"role": "user", "content": "hello"}]}  # fmt: skip
-    seen = 0
-    with httpx.Client(timeout=10) as client:
-        with client.stream("POST", f"{gateway.base_url}/chat/completions", json=payload,
-                           headers={"authorization": f"Bearer {key}"}) as response:  # fmt: skip
-            for line in response.iter_lines():
-                if '"content":"' in line and '"content":""' not in line:
-                    seen += 1
-                if seen == 2:
-                    break
-        closed_at = time.monotonic()
+    closed_at = _read_words_then_leave(gateway, key, 2)
     for _ in range(100):
         if a.disconnected_at:
             break

@@ -276,3 +276,35 @@ async def test_two_scripts_started_together_share_one_write(scripted: _ScriptedR
     scripted.writers[0].write(b":1\r\n:2\r\n")
     assert await asyncio.wait_for(running, 2) == (1, 2)
     await backend.close()
+
+
+async def test_unix_socket_urls_keep_redis_pys_pipeline(tmp_path: Path) -> None:
+    """The lean connection speaks plain TCP only; other URLs batch through redis-py, with the
+    same replies, errors and NOSCRIPT reload."""
+    if shutil.which("redis-server") is None:
+        skip_unless_ci("redis-server binary not installed")
+    sock = tmp_path / "redis.sock"
+    server = PrivateRedis(
+        port=free_port(), workdir=tmp_path, extra_args=("--unixsocket", str(sock))
+    )
+    server.start()
+    backend = RedisBackend(f"unix://{sock}")
+    try:
+        await backend.start()
+        assert not backend.pipelines_directly
+        script = backend.client.register_script(_ECHO_COUNT)
+        bad = backend.client.register_script("return redis.error_reply('refused by script')")
+        assert await backend.script(script, ["k"], ["load", 0]) == [b"load", 0]  # unknown: loaded
+        results = await asyncio.gather(
+            backend.script(script, ["k"], ["a", 1]),
+            backend.script(bad, [], []),
+            backend.script(script, ["k"], ["b", 2]),
+            return_exceptions=True,
+        )
+        assert results[0] == [b"a", 1] and results[2] == [b"b", 3]
+        assert isinstance(results[1], ResponseError)
+        await backend.client.script_flush()
+        assert await backend.script(script, ["k"], ["c", 1]) == [b"c", 4]
+    finally:
+        await backend.close()
+        server.kill()

@@ -45,6 +45,16 @@ class _Pending:
     args: list[Any]
     future: asyncio.Future[Any]
 
+    def evalsha(self) -> list[Any]:
+        return ["EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args]
+
+
+def _fail_all(batch: list[_Pending], exc: BaseException) -> None:
+    """Every waiter of a batch that could not be sent hears why; nothing is left hanging."""
+    for item in batch:
+        if not item.future.done():
+            item.future.set_exception(exc)
+
 
 class RedisUnavailable(Exception):
     """Redis is down (or marked down): the caller must use its fallback."""
@@ -165,13 +175,15 @@ class RedisBackend:
                 continue
             await self._mark_up()
 
-    async def call(self, work: Callable[[], Awaitable[Any]]) -> Any:
-        """Run one Redis operation; raises ``RedisUnavailable`` when Redis is (marked) down."""
+    async def call(self, work: Callable[[], Awaitable[Any]], *, timed: bool = True) -> Any:
+        """Run one Redis operation; raises ``RedisUnavailable`` when Redis is (marked) down.
+
+        ``timed=False`` for work already bounded elsewhere (the lean pipe's reply watchdog)."""
         if not self.healthy:
             raise RedisUnavailable("redis is marked down")
         try:
             # asyncio.timeout, not wait_for: no extra task per call (3.11's wait_for makes one).
-            async with asyncio.timeout(self._op_timeout_s * 2):
+            async with asyncio.timeout(self._op_timeout_s * 2 if timed else None):
                 return await work()
         except OUTAGE_ERRORS as exc:
             self.mark_down(exc)
@@ -187,16 +199,10 @@ class RedisBackend:
         Scripts are independent and atomic each; nothing relies on their relative order.
         """
         try:
-            if self._pipe is None:
-                return await self.call(lambda: self._enqueue(script, keys, args))
-            # The lean pipe bounds every reply with its watchdog: no timer per call.
-            if not self.healthy:
-                raise RedisUnavailable("redis is marked down")
-            try:
-                return await self._enqueue(script, keys, args)
-            except OUTAGE_ERRORS as exc:
-                self.mark_down(exc)
-                raise RedisUnavailable(str(exc)) from exc
+            # The lean pipe bounds every reply with its watchdog: no timer per call there.
+            return await self.call(
+                lambda: self._enqueue(script, keys, args), timed=self._pipe is None
+            )
         except NoScriptError:
             # First use on this Redis (or after SCRIPT FLUSH / a restart): redis-py's script
             # object loads it and runs it; later calls find it cached.
@@ -225,20 +231,14 @@ class RedisBackend:
 
     @staticmethod
     def _write_batch(pipe: RespPipe, batch: list[_Pending]) -> None:
-        commands = [
-            pack_command(["EVALSHA", item.script.sha, len(item.keys), *item.keys, *item.args])
-            for item in batch
-        ]
-        pipe.send(commands, [item.future for item in batch])
+        pipe.send([pack_command(item.evalsha()) for item in batch], [i.future for i in batch])
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         if self._pipe is not None:
             try:
                 await self._pipe.connect()
             except BaseException as exc:
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+                _fail_all(batch, exc)
                 if not isinstance(exc, Exception):
                     raise
                 return
@@ -247,25 +247,15 @@ class RedisBackend:
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 for item in batch:
-                    pipe.execute_command(
-                        "EVALSHA", item.script.sha, len(item.keys), *item.keys, *item.args
-                    )
+                    pipe.execute_command(*item.evalsha())
                 results = await pipe.execute(raise_on_error=False)
-        except BaseException as exc:  # every waiter hears about it; nothing is left hanging
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(exc)
+        except BaseException as exc:
+            _fail_all(batch, exc)
             if not isinstance(exc, Exception):
                 raise
             return
+        # A NoScriptError goes to its waiter like any reply: ``script`` loads and reruns it.
         for item, result in zip(batch, results, strict=True):
-            if isinstance(result, NoScriptError):
-                # First use on this Redis (or after a SCRIPT FLUSH / restart): the script
-                # object loads it and runs it alone; later batches find it cached.
-                try:
-                    result = await item.script(keys=item.keys, args=item.args)
-                except Exception as exc:  # noqa: BLE001 - handed to the waiter
-                    result = exc
             if item.future.done():
                 continue
             if isinstance(result, BaseException):
