@@ -194,6 +194,9 @@ class Settings(_Strict, frozen=True):
     admin_key: Secret | None = None
     # When Redis is down: "open" keeps serving with per-replica limits, "closed" rejects.
     redis_failure_policy: Literal["open", "closed"] = "open"
+    # With Redis, a worker admits a busy key's requests from a slice of its limits and budget
+    # granted in advance (no round trip per request); false admits every request in Redis.
+    redis_allowances: bool = True
     log_level: str = "info"
     log_bodies: bool = False
     cors: CorsConfig = msgspec.field(default_factory=CorsConfig)

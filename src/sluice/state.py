@@ -162,6 +162,7 @@ def build_state(
             settings.redis_failure_policy,
             lambda key_id: _load_spent(keys, key_id),
             lease_s=settings.timeouts.total_s + 60,  # outlives the longest request
+            allowances=settings.redis_allowances,
         )
     session = create_session()
     usage_cfg = settings.usage

@@ -21,45 +21,24 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sluice.metering.quota import LocalLedger, Reservation, insufficient_quota
-from sluice.redis_backend.client import OUTAGE_ERRORS, RedisBackend, RedisUnavailable, key_tag
+from sluice.redis_backend.budget_scripts import (
+    BUDGET_TTL_S,
+    RESERVE,
+    SETTLE,
+    SETTLE_LEASED,
+    budget_keys,
+)
+from sluice.redis_backend.client import OUTAGE_ERRORS, RedisBackend, RedisUnavailable
 
 __all__ = ["RedisLedger", "RedisReservation"]
 
 log = logging.getLogger("sluice.redis")
 
-# Idle counters expire so Redis does not keep every key ever used; re-seeding is cheap.
-_TTL_S = 86_400
-
-_RESERVE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  if tonumber(ARGV[3]) < 0 then return {-1, 0} end
-  redis.call('HSET', KEYS[1], 'spent', ARGV[3], 'reserved', 0)
-end
-local spent = tonumber(redis.call('HGET', KEYS[1], 'spent')) or 0
-local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved')) or 0
-local budget = tonumber(ARGV[1])
-local amount = tonumber(ARGV[2])
-local committed = spent + reserved
-if budget >= 0 and (committed + amount > budget or committed >= budget) then
-  return {0, committed}
-end
-redis.call('HINCRBY', KEYS[1], 'reserved', amount)
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-return {1, committed + amount}
-"""
-
-_SETTLE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local reserved = redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(ARGV[1]))
-if reserved < 0 then redis.call('HSET', KEYS[1], 'reserved', 0) end
-redis.call('HINCRBY', KEYS[1], 'spent', tonumber(ARGV[2]))
-return 1
-"""
-
 
 @dataclass(slots=True)
 class RedisReservation(Reservation):
     local: bool = False  # made by the outage fallback: settle there too
+    lease_id: str | None = None  # admitted from a worker's allowance: settle against its lease
 
 
 SpentLoader = Callable[[str], Awaitable[int | None]]
@@ -73,13 +52,10 @@ class RedisLedger:
         self._outage_keys: set[str] = set()  # Redis counters to drop on recovery
         self._local_seeded: set[str] = set()  # keys the fallback has read from the database
         self._seeding: dict[str, asyncio.Future[int]] = {}
-        self._reserve = backend.client.register_script(_RESERVE)
-        self._settle = backend.client.register_script(_SETTLE)
+        self._reserve = backend.client.register_script(RESERVE)
+        self._settle = backend.client.register_script(SETTLE)
+        self._settle_leased = backend.client.register_script(SETTLE_LEASED)
         backend.on_recovery(self._recovered)
-
-    @staticmethod
-    def _key(key_id: str) -> str:
-        return f"{key_tag(key_id)}:budget"
 
     async def _fresh_spent(self, key_id: str, spent_in_db: int) -> int:
         try:
@@ -116,8 +92,8 @@ class RedisLedger:
     async def _run_reserve(
         self, key_id: str, budget: int | None, amount: int, seed: int
     ) -> list[int]:
-        args = [-1 if budget is None else budget, amount, seed, _TTL_S]
-        raw = await self._backend.script(self._reserve, [self._key(key_id)], args)
+        args = [-1 if budget is None else budget, amount, seed, BUDGET_TTL_S]
+        raw = await self._backend.script(self._reserve, budget_keys(key_id), args)
         return [int(v) for v in raw]
 
     async def _reserve_locally(
@@ -137,12 +113,21 @@ class RedisLedger:
         if isinstance(reservation, RedisReservation) and reservation.local:
             await self._fallback.settle(Reservation(reservation.key_id, reservation.amount), actual)
             return
-        args = [reservation.amount, actual]
+        keys = budget_keys(reservation.key_id)
+        lease_id = reservation.lease_id if isinstance(reservation, RedisReservation) else None
         try:
-            await self._backend.script(self._settle, [self._key(reservation.key_id)], args)
+            if lease_id is None:
+                await self._backend.script(self._settle, keys[:1], [reservation.amount, actual])
+            else:
+                args = [lease_id, reservation.amount, actual]
+                await self._backend.script(self._settle_leased, keys, args)
         except RedisUnavailable:
-            # The Redis counter now holds a stale reservation: drop it on recovery.
-            self._outage_keys.add(reservation.key_id)
+            self.lost_update(reservation.key_id)
+
+    def lost_update(self, key_id: str) -> None:
+        """A change to the key's Redis counter could not be made (outage): the counter is stale
+        and is dropped on recovery, to be re-seeded from the database."""
+        self._outage_keys.add(key_id)
 
     async def release(self, reservation: Reservation) -> None:
         await self.settle(reservation, 0)
@@ -151,7 +136,7 @@ class RedisLedger:
         """Spend reset or key deleted: drop the shared counter, re-seeded on next use."""
         await self.forget_local(key_id)
         try:
-            await self._backend.call(lambda: self._backend.client.delete(self._key(key_id)))
+            await self._backend.call(lambda: self._backend.client.delete(budget_keys(key_id)[0]))
         except RedisUnavailable:
             self._outage_keys.add(key_id)
 
@@ -163,7 +148,7 @@ class RedisLedger:
     async def spent(self, key_id: str, spent_in_db: int) -> int:
         try:
             value = await self._backend.call(
-                lambda: self._backend.client.hget(self._key(key_id), "spent")
+                lambda: self._backend.client.hget(budget_keys(key_id)[0], "spent")
             )
         except RedisUnavailable:
             return await self._fallback.spent(key_id, spent_in_db)
@@ -177,7 +162,7 @@ class RedisLedger:
         if stale:
             try:
                 for key_id in sorted(stale):  # one by one: keys live in different Cluster slots
-                    await self._backend.client.delete(self._key(key_id))
+                    await self._backend.client.delete(budget_keys(key_id)[0])
             except OUTAGE_ERRORS:
                 self._outage_keys |= stale
                 raise

@@ -19,9 +19,11 @@ from sluice.errors import ServiceUnavailable
 from sluice.limits import WINDOW_S, LimitDecision, MemoryRateLimiter, WindowState, format_reset
 from sluice.redis_backend.client import RedisBackend, RedisUnavailable, key_tag
 
-__all__ = ["RedisRateLimiter"]
+__all__ = ["RATE_KINDS", "WINDOW_CLOCK", "RedisRateLimiter", "rate_headers", "window_keys"]
 
-_ADMIT = """
+# Redis's clock, the current one-minute window's index and the time elapsed in it, and
+# ``roll(key)``: a window hash's (current, previous) counts as of this window.
+WINDOW_CLOCK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local index = math.floor(now / 60)
@@ -37,6 +39,11 @@ local function roll(key)
   end
   return cur, prev
 end
+"""
+
+_ADMIT = (
+    WINDOW_CLOCK
+    + """
 local limits = {tonumber(ARGV[1]), tonumber(ARGV[2])}
 local costs = {1, tonumber(ARGV[3])}
 local cur = {0, 0}
@@ -58,6 +65,7 @@ for i = 1, 2 do
 end
 return {1, 0, math.floor(elapsed * 1000000), cur[1], prev[1], cur[2], prev[2]}
 """
+)
 
 _ADJUST = """
 local t = redis.call('TIME')
@@ -77,18 +85,25 @@ redis.call('EXPIRE', KEYS[1], 180)
 return 1
 """
 
-_KINDS = {1: "requests", 2: "tokens"}
+RATE_KINDS = {1: "requests", 2: "tokens"}
 
 
-def _headers(
+def rate_headers(
     kind: str, limit: int, state: WindowState, elapsed: float, cost: int
 ) -> dict[str, str]:
+    """``x-ratelimit-*`` for one window as seen at ``elapsed`` seconds into the minute."""
     remaining = limit - state.load(elapsed)
     return {
         f"x-ratelimit-limit-{kind}": str(limit),
         f"x-ratelimit-remaining-{kind}": str(max(int(remaining), 0)),
         f"x-ratelimit-reset-{kind}": format_reset(state.wait_for(limit, cost, elapsed)),
     }
+
+
+def window_keys(key_id: str) -> list[str]:
+    """The key's request and token window hashes (one hash tag: one Cluster slot)."""
+    tag = key_tag(key_id)
+    return [f"{tag}:rpm", f"{tag}:tpm"]
 
 
 class RedisRateLimiter:
@@ -98,11 +113,6 @@ class RedisRateLimiter:
         self._admit = backend.client.register_script(_ADMIT)
         self._adjust = backend.client.register_script(_ADJUST)
 
-    @staticmethod
-    def _keys(key_id: str) -> list[str]:
-        tag = key_tag(key_id)
-        return [f"{tag}:rpm", f"{tag}:tpm"]
-
     async def admit(
         self, key_id: str, rpm: int | None, tpm: int | None, tokens: int
     ) -> LimitDecision:
@@ -110,7 +120,7 @@ class RedisRateLimiter:
             return LimitDecision(True)
         args = [-1 if rpm is None else rpm, -1 if tpm is None else tpm, tokens]
         try:
-            raw = await self._backend.script(self._admit, self._keys(key_id), args)
+            raw = await self._backend.script(self._admit, window_keys(key_id), args)
         except RedisUnavailable:
             if self._backend.policy == "closed":
                 raise ServiceUnavailable(
@@ -126,7 +136,7 @@ class RedisRateLimiter:
         if tpm is None or delta == 0:
             return
         try:
-            await self._backend.script(self._adjust, self._keys(key_id)[1:], [delta])
+            await self._backend.script(self._adjust, window_keys(key_id)[1:], [delta])
         except RedisUnavailable:
             await self._fallback.adjust_tokens(key_id, tpm, delta)
 
@@ -141,11 +151,11 @@ def _decision(raw: Any, rpm: int | None, tpm: int | None, tokens: int) -> LimitD
     if not allowed:
         _, limit, cost, state = checks[exceeded - 1]
         assert limit is not None
-        kind = _KINDS[exceeded]
-        refused = _headers(kind, limit, state, elapsed, cost)
+        kind = RATE_KINDS[exceeded]
+        refused = rate_headers(kind, limit, state, elapsed, cost)
         return LimitDecision(False, refused, state.wait_for(limit, cost, elapsed), kind)
     headers: dict[str, str] = {}
     for index, limit, _, state in checks:
         if limit is not None:
-            headers.update(_headers(_KINDS[index], limit, state, elapsed, 1))
+            headers.update(rate_headers(RATE_KINDS[index], limit, state, elapsed, 1))
     return LimitDecision(True, headers)

@@ -13,6 +13,7 @@ import redis.asyncio as redis
 
 from sluice.auth import KeyCache
 from sluice.limits import MemoryRateLimiter
+from sluice.redis_backend.allowance import AllowancePolicy, Allowances
 from sluice.redis_backend.circuit import CIRCUIT_CHANNEL, CircuitSync
 from sluice.redis_backend.client import OUTAGE_ERRORS, RedisBackend, RedisUnavailable
 from sluice.redis_backend.concurrency import RedisConcurrency
@@ -37,11 +38,18 @@ class RedisServices:
         load_spent: SpentLoader,
         *,
         lease_s: float = 960.0,
+        allowances: bool = True,
     ) -> None:
         self.backend = RedisBackend(url, policy)
         self.concurrency = RedisConcurrency(self.backend, lease_s)
         self.limiter = RedisRateLimiter(self.backend, MemoryRateLimiter())
         self.ledger = RedisLedger(self.backend, load_spent)
+        # None: every request is admitted with its own round trip (exact at every replica).
+        self.allowances = (
+            Allowances(self.backend, self.ledger, AllowancePolicy(lease_ttl_s=lease_s))
+            if allowances
+            else None
+        )
         self.circuit = CircuitSync(self.backend)  # attach() the replica's health object
         self._key_cache: KeyCache | None = None
         self._listener = InvalidationListener(
@@ -53,14 +61,20 @@ class RedisServices:
             self._key_cache.invalidate(change.key_hash)
         if change.key_id is not None:
             await self.ledger.forget_local(change.key_id)
+            if self.allowances is not None:
+                self.allowances.key_changed(change.key_id)
 
     async def start(self, key_cache: KeyCache) -> None:
         self._key_cache = key_cache
         await self.backend.start()
         await self._listener.start()
+        if self.allowances is not None:
+            self.allowances.start()
 
     async def close(self) -> None:
         await self._listener.close()
+        if self.allowances is not None:
+            await self.allowances.close()  # unused allowances go back before the connection
         await self.backend.close()
 
     async def publish_key_change(self, key_hash: str, key_id: str) -> None:

@@ -15,7 +15,7 @@ from starlette.requests import Request
 
 from sluice.auth import check_key, extract_key
 from sluice.concurrency import Lease
-from sluice.errors import NotFound, PermissionDenied, RateLimited
+from sluice.errors import InsufficientQuota, NotFound, PermissionDenied, RateLimited
 from sluice.keys import KeyRecord
 from sluice.limits import LimitDecision
 from sluice.metering.pricing import ModelRate, UsageTokens
@@ -154,6 +154,28 @@ def _rate_limited(key: KeyRecord, decision: LimitDecision) -> RateLimited:
 
 
 async def _limit_and_reserve(
+    state: AppState, key: KeyRecord, reserved_tokens: int, estimate: int
+) -> tuple[LimitDecision, Reservation]:
+    """From this worker's allowance for the key when it has one (no I/O), else exactly."""
+    allowances = None if state.redis is None else state.redis.allowances
+    if allowances is None:
+        return await _admit_exactly(state, key, reserved_tokens, estimate)
+    taken = allowances.take(key, reserved_tokens, estimate)
+    if taken is not None:
+        return taken
+    try:
+        admitted = await _admit_exactly(state, key, reserved_tokens, estimate)
+    except (RateLimited, InsufficientQuota):
+        # What this worker holds unused for the key may be what is in the way: give it back
+        # and ask once more, so an allowance never refuses a request that would fit.
+        if not await allowances.refused_exactly(key.id):
+            raise
+        admitted = await _admit_exactly(state, key, reserved_tokens, estimate)
+    allowances.admitted_exactly(key, reserved_tokens, estimate)
+    return admitted
+
+
+async def _admit_exactly(
     state: AppState, key: KeyRecord, reserved_tokens: int, estimate: int
 ) -> tuple[LimitDecision, Reservation]:
     """Rate-limit check, then budget reservation; each undone if the other refuses.
