@@ -333,3 +333,30 @@ async def test_a_free_requests_reservation_settles(replicas: Callable[..., Any])
     decision, reservation = await _limit_and_reserve(replica.state, key, 10, 0)
     await replica.settle(key, reservation, 0)
     assert await replica.ledger.spent(key.id, 0) == 0
+
+
+async def test_settlements_of_leased_requests_are_sent_together_and_exactly(
+    replicas: Callable[..., Any], raw_redis: redis.Redis
+) -> None:
+    await _quiet_minute()
+    replica = await replicas(AllowancePolicy(settle_interval_s=0.2))
+    key = _key(tpm=1_000_000, budget_micro=10_000_000)
+    exact = [await replica.admit(key, 50, 100) for _ in range(2)]
+    await _until_held(replica, key)
+    leased = [await replica.admit(key, 50, 100) for _ in range(6)]
+    assert all(r is not None and replica.allowances.leased(r[1]) for r in leased)
+    assert not any(r is not None and replica.allowances.leased(r[1]) for r in exact)
+    replica.count_scripts()
+    for admitted in leased:
+        assert admitted is not None
+        replica.allowances.settle(admitted[1], 70, -20)  # used 30 of the 50 tokens reserved
+        replica.allowances.settle(admitted[1], 70, -20)  # a second settle is a no-op
+    assert replica.script_calls == 0  # nothing sent yet: one batch after the interval
+    assert await wait_until(lambda: replica.script_calls == 1, 1.0, 0.01)
+    assert await wait_until(lambda: not replica.allowances._tasks, 1.0, 0.01)
+    counters = await _counters(raw_redis, key.id)
+    assert int(counters["budget"]["spent"]) == 6 * 70
+    granted = replica.allowances._held[key.id].size
+    # Still held: the two exact requests' estimates and the allowance's unused part.
+    assert int(counters["budget"]["reserved"]) == 2 * 100 + (granted - 6) * 100
+    assert int(counters["tpm"]["cur"]) == 50 * (2 + granted) - 6 * 20

@@ -46,10 +46,15 @@ def test_sequential_requests_of_one_key_are_admitted_from_an_allowance(
     assert spent == sum(r["cost_micro"] for r in rows) > 0
     assert len(fake_openai.received) == 40
 
-    gateway.stop()  # gives the unused part of every allowance back
     counters = redis.Redis.from_url(redis_url, decode_responses=True)
+    tag = f"{{sluice:key:{key_id}}}"
     try:
-        tag = f"{{sluice:key:{key_id}}}"
+        # Settlements of requests admitted from an allowance reach Redis in batches, soon.
+        deadline = time.monotonic() + 2
+        while int(counters.hget(f"{tag}:budget", "spent") or 0) != spent:
+            assert time.monotonic() < deadline, "batched settlements never reached Redis"
+            time.sleep(0.01)
+        gateway.stop()  # gives the unused part of every allowance back
         budget = counters.hgetall(f"{tag}:budget")
         assert int(budget["reserved"]) == 0
         assert int(budget["spent"]) == spent

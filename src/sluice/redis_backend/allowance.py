@@ -33,7 +33,8 @@ from typing import Any
 
 from sluice.keys import KeyRecord
 from sluice.limits import WINDOW_S, LimitDecision, WindowState
-from sluice.redis_backend.allowance_scripts import GIVE_BACK, GRANT
+from sluice.metering.quota import Reservation
+from sluice.redis_backend.allowance_scripts import GIVE_BACK, GRANT, SETTLE_BATCH
 from sluice.redis_backend.budget_scripts import BUDGET_TTL_S, budget_keys
 from sluice.redis_backend.client import RedisBackend, RedisUnavailable
 from sluice.redis_backend.ledger import RedisLedger, RedisReservation
@@ -54,6 +55,7 @@ class AllowancePolicy:
     first_requests: int = 16
     max_requests: int = 1024
     lease_ttl_s: float = 960.0
+    settle_interval_s: float = 0.05
 
 
 @dataclass(slots=True)
@@ -157,10 +159,15 @@ class Allowances:
         self._epochs: dict[str, int] = {}  # bumped when a key changes: grants in flight are void
         self._recent: dict[str, tuple[float, int]] = {}  # exact admissions: first seen, count
         self._quiet_until: dict[str, float] = {}  # a grant was refused: ask again after this
+        # Settlements of requests admitted from a lease, added up until the next flush:
+        # (key id, lease id) -> [estimates to release, real cost, token correction].
+        self._unsettled: dict[tuple[str, str], list[int]] = {}
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._grant = backend.client.register_script(GRANT)
         self._give_back = backend.client.register_script(GIVE_BACK)
+        self._settle_batch = backend.client.register_script(SETTLE_BATCH)
         backend.on_recovery(self._recovered)
 
     def start(self) -> None:
@@ -174,6 +181,7 @@ class Allowances:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        self._flush()
         for key_id in list(self._held):
             self._retire(key_id)
         if self._tasks:
@@ -204,6 +212,49 @@ class Allowances:
             self._ask(key, tokens, cost, allowance.used / age)
         reservation = RedisReservation(key_id=key.id, amount=cost, lease_id=allowance.lease_id)
         return LimitDecision(True, allowance.headers(key, now)), reservation
+
+    @staticmethod
+    def leased(reservation: Reservation) -> bool:
+        """Whether the request was admitted from an allowance (and so settles here)."""
+        return isinstance(reservation, RedisReservation) and reservation.lease_id is not None
+
+    def settle(self, reservation: Reservation, actual: int, token_correction: int) -> None:
+        """Settle a request admitted from an allowance, without waiting for Redis: it is added
+        up with the lease's other settlements and sent within ``settle_interval_s``.
+
+        Meanwhile the lease still holds the request's estimate, so the budget counter errs on
+        the side of too much committed (unless the real cost exceeded the estimate, by at most
+        that difference for one interval), and the token window keeps the reserved count."""
+        if reservation.settled:
+            return
+        reservation.settled = True
+        assert isinstance(reservation, RedisReservation) and reservation.lease_id is not None
+        slot = (reservation.key_id, reservation.lease_id)
+        pending = self._unsettled.get(slot)
+        if pending is None:
+            self._unsettled[slot] = [reservation.amount, actual, token_correction]
+        else:
+            pending[0] += reservation.amount
+            pending[1] += actual
+            pending[2] += token_correction
+        if self._flush_timer is None:
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(self.policy.settle_interval_s, self._flush)
+
+    def _flush(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        batch, self._unsettled = self._unsettled, {}
+        for (key_id, lease_id), (estimates, actual, tokens) in batch.items():
+            self._spawn(self._send_settlement(key_id, lease_id, [estimates, actual, tokens]))
+
+    async def _send_settlement(self, key_id: str, lease_id: str, amounts: list[int]) -> None:
+        keys = [*budget_keys(key_id), window_keys(key_id)[1]]
+        try:
+            await self._backend.script(self._settle_batch, keys, [lease_id, *amounts])
+        except RedisUnavailable:
+            self._ledger.lost_update(key_id)  # re-seeded from the database after the outage
 
     def admitted_exactly(self, key: KeyRecord, tokens: int, cost: int) -> None:
         """A request of this key was admitted by the exact path: if the key is busy on this

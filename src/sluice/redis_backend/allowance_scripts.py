@@ -9,7 +9,7 @@ from __future__ import annotations
 from sluice.redis_backend.budget_scripts import LEASE_FUNCTIONS
 from sluice.redis_backend.limiter import WINDOW_CLOCK
 
-__all__ = ["GRANT", "GIVE_BACK"]
+__all__ = ["GRANT", "GIVE_BACK", "SETTLE_BATCH"]
 
 # ARGV: budget, rpm, tpm (-1: none), wanted requests, tokens and cost per request, share
 # divisor, fewest requests worth granting, lease id, lease lifetime (s), budget hash TTL (s).
@@ -79,6 +79,28 @@ if index == tonumber(ARGV[5]) then
       redis.call('HSET', KEYS[2 + i], 'cur', math.max((tonumber(v[2]) or 0) - back, 0))
     end
   end
+end
+return 1
+"""
+)
+
+# Settlements of requests admitted from one lease, added up over a short interval. KEYS: the
+# budget hash, the lease set, the token window. ARGV: lease id, the estimates to release from
+# the lease, the real cost to add to spent, the token correction (real minus reserved) for the
+# current window (0: the key has no tpm limit).
+SETTLE_BATCH = (
+    LEASE_FUNCTIONS
+    + WINDOW_CLOCK
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  release_lease(ARGV[1], tonumber(ARGV[2]))
+  redis.call('HINCRBY', KEYS[1], 'spent', tonumber(ARGV[3]))
+end
+local delta = tonumber(ARGV[4])
+if delta ~= 0 and redis.call('EXISTS', KEYS[3]) == 1 then
+  local cur, prev = roll(KEYS[3])
+  redis.call('HSET', KEYS[3], 'w', index, 'cur', math.max(cur + delta, 0), 'prev', prev)
+  redis.call('EXPIRE', KEYS[3], 180)
 end
 return 1
 """

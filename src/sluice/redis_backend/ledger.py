@@ -5,7 +5,9 @@ admission decision only. PostgreSQL stays the source of truth for what was spent
 sink writes each row and its ``spent_micro = spent_micro + cost`` in one transaction. The Redis
 hash is seeded from a fresh database read when absent (the script refuses to reserve on a
 missing hash and says so; the second call carries the seed and the script creates the hash
-only if it is still absent, so concurrent seeders cannot double-count).
+only if it is still absent, so concurrent seeders cannot double-count). The hash also holds
+the leases of worker allowances (``allowance.py``); a request admitted from one settles against
+its lease (``lease_id`` on the reservation). The scripts are in ``budget_scripts.py``.
 
 Redis outage: budgets keep being enforced by a per-replica ``LocalLedger`` seeded from a fresh
 read of ``spent_micro`` (so N replicas may together overshoot by at most the requests they

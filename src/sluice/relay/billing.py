@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sluice.metering.pricing import UsageTokens
+from sluice.redis_backend.allowance import Allowances
 from sluice.relay.admission import Admission
 from sluice.relay.together import both_settled
 from sluice.state import AppState
@@ -76,18 +77,13 @@ async def settle(state: AppState, admission: Admission, outcome: Outcome) -> Usa
         await state.concurrency.release(admission.lease)
     usage = _metered_usage(state, admission, outcome)
     cost = admission.rate.cost(usage)
-    used_tokens = usage.prompt + usage.completion
-    settle_budget = state.ledger.settle(admission.reservation, cost)
-    adjust_window = state.limiter.adjust_tokens(
-        admission.key.id, admission.key.tpm, used_tokens - admission.reserved_tokens
-    )
-    if state.redis is None:
-        await settle_budget
-        await adjust_window
-    else:  # started together, both scripts share one pipelined round trip
-        for outcome_of in await both_settled(settle_budget, adjust_window):
-            if isinstance(outcome_of, BaseException):
-                raise outcome_of
+    token_correction = usage.prompt + usage.completion - admission.reserved_tokens
+    allowances = _settling_allowances(state, admission)
+    if allowances is not None:  # admitted from an allowance: settled with its lease's batch
+        correction = 0 if admission.key.tpm is None else token_correction
+        allowances.settle(admission.reservation, cost, correction)
+    else:
+        await _settle_counters(state, admission, cost, token_correction)
     row = UsageRow(
         request_id=admission.request_id,
         key_id=admission.key.id,
@@ -109,6 +105,29 @@ async def settle(state: AppState, admission: Admission, outcome: Outcome) -> Usa
     state.usage_sink.record(row)
     _observe(state, row)
     return row
+
+
+def _settling_allowances(state: AppState, admission: Admission) -> Allowances | None:
+    allowances = None if state.redis is None else state.redis.allowances
+    if allowances is not None and allowances.leased(admission.reservation):
+        return allowances
+    return None
+
+
+async def _settle_counters(
+    state: AppState, admission: Admission, cost: int, token_correction: int
+) -> None:
+    settle_budget = state.ledger.settle(admission.reservation, cost)
+    adjust_window = state.limiter.adjust_tokens(
+        admission.key.id, admission.key.tpm, token_correction
+    )
+    if state.redis is None:
+        await settle_budget
+        await adjust_window
+    else:  # started together, both scripts share one pipelined round trip
+        for outcome_of in await both_settled(settle_budget, adjust_window):
+            if isinstance(outcome_of, BaseException):
+                raise outcome_of
 
 
 def _observe(state: AppState, row: UsageRow) -> None:
@@ -138,9 +157,13 @@ async def settle_soon(state: AppState, admission: Admission, outcome: Outcome) -
     """Settle without making the client wait for a shared store.
 
     With Redis the ledger and limiter are network round trips: they run as a background task.
-    In-process they complete without suspending, and a task would cost more than the work.
+    In-process, or for a request admitted from an allowance (settled in its lease's next
+    batch), they complete without suspending, and a task would cost more than the work.
     """
-    if state.redis is None:
+    waits = state.redis is not None and (
+        admission.lease is not None or _settling_allowances(state, admission) is None
+    )
+    if not waits:
         await settle_logged(state, admission, outcome)
     else:
         settle_in_background(state, admission, outcome)
