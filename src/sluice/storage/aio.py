@@ -43,6 +43,12 @@ class AsyncConnection:
         result: CursorResult[Any] = await greenlet_spawn(self._sync.execute, statement, parameters)
         return result
 
+    @property
+    def driver_connection(self) -> Any:
+        """The driver's own connection (an ``asyncpg.Connection`` on PostgreSQL), for the one
+        hot write that skips SQLAlchemy's per-statement cost (``usage_sink``)."""
+        return self._sync.connection.driver_connection
+
     async def run_sync(self, fn: Callable[[Connection], _T]) -> _T:
         """Run ``fn(sync_connection)`` (Alembic's migration runner needs this)."""
         return await greenlet_spawn(fn, self._sync)

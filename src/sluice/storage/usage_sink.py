@@ -12,12 +12,16 @@ import logging
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 from sqlalchemy import insert, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from sluice.storage.aio import AsyncEngine
 from sluice.storage.schema import api_keys, usage
+
+if TYPE_CHECKING:
+    from sluice.storage.usage_pg import PostgresUsageWriter
 
 __all__ = ["UsageRow", "UsageSink"]
 
@@ -72,6 +76,11 @@ class UsageSink:
         self.dropped = 0
         self.written = 0
         self._failing = False
+        self._postgres: PostgresUsageWriter | None = None
+        if engine.dialect.name == "postgresql":
+            from sluice.storage.usage_pg import PostgresUsageWriter
+
+            self._postgres = PostgresUsageWriter(engine, _ROW_FIELDS)
 
     @property
     def depth(self) -> int:
@@ -140,6 +149,9 @@ class UsageSink:
         for row in batch:
             spent[row.key_id] += row.cost_micro
             last_used[row.key_id] = max(last_used.get(row.key_id, 0.0), row.created_at)
+        if self._postgres is not None:
+            await self._postgres.write(batch, spent, last_used)
+            return
         async with self._engine.begin() as conn:
             await conn.execute(insert(usage), [_row_values(row) for row in batch])
             for key_id in sorted(spent):  # fixed order: no deadlock between replicas
