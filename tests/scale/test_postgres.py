@@ -315,3 +315,52 @@ async def test_usage_rows_round_trip_every_field_on_postgres(pg_url: str) -> Non
 
 async def test_usage_rows_round_trip_every_field_on_sqlite(tmp_path: Path) -> None:
     await _round_trip(f"sqlite:///{tmp_path / 'sluice.db'}")
+
+
+async def _failed_flush_keeps_rows(database_url: str, make_trigger: str, drop: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        await upgrade_database(engine)
+        (key_id,) = await _seed_keys(engine, 1)
+        async with engine.begin() as conn:
+            for statement in make_trigger.split(";;"):
+                await conn.execute(text(statement))
+        sink = UsageSink(engine)
+        for i in range(5):
+            sink.record(_row(key_id, 10 + i, T0 + i))
+        # The INSERT succeeds, the spent UPDATE fails: the transaction must undo both.
+        assert await sink.flush() == 0
+        assert sink.depth == 5
+        async with engine.connect() as conn:
+            assert (await conn.execute(select(func.count()).select_from(usage))).scalar() == 0
+        async with engine.begin() as conn:
+            await conn.execute(text(drop))
+        assert await sink.flush() == 5
+        async with engine.connect() as conn:
+            assert (await conn.execute(select(func.count()).select_from(usage))).scalar() == 5
+            spent = (await conn.execute(select(api_keys.c.spent_micro))).scalar()
+        assert spent == sum(10 + i for i in range(5))
+    finally:
+        await engine.dispose()
+
+
+async def test_a_failed_flush_keeps_its_rows_and_writes_them_once_on_postgres(
+    pg_url: str,
+) -> None:
+    await _failed_flush_keeps_rows(
+        pg_url,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'refused'; END $$;;"
+        "CREATE TRIGGER refuse BEFORE UPDATE ON api_keys FOR EACH ROW EXECUTE FUNCTION refuse()",
+        "DROP TRIGGER refuse ON api_keys",
+    )
+
+
+async def test_a_failed_flush_keeps_its_rows_and_writes_them_once_on_sqlite(
+    tmp_path: Path,
+) -> None:
+    await _failed_flush_keeps_rows(
+        f"sqlite:///{tmp_path / 'sluice.db'}",
+        "CREATE TRIGGER refuse BEFORE UPDATE ON api_keys BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        "DROP TRIGGER refuse",
+    )

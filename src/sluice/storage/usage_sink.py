@@ -1,7 +1,8 @@
 """Usage rows are appended to memory and written in batches, off the response path.
 
 One flush is one transaction: a multi-row INSERT of the rows and one atomic
-``spent = spent + ?`` UPDATE per key in the batch. Rows survive a database outage in a bounded
+``spent = spent + ?`` UPDATE per key in the batch, sent through the driver itself
+(``usage_writers.py``). Rows survive a database outage in a bounded
 buffer and are written when it returns; ``close()`` flushes everything on shutdown.
 """
 
@@ -12,16 +13,11 @@ import logging
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
 
-from sqlalchemy import insert, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from sluice.storage.aio import AsyncEngine
-from sluice.storage.schema import api_keys, usage
-
-if TYPE_CHECKING:
-    from sluice.storage.usage_pg import PostgresUsageWriter
+from sluice.storage.usage_writers import driver_writer
 
 __all__ = ["UsageRow", "UsageSink"]
 
@@ -51,11 +47,6 @@ class UsageRow:
 _ROW_FIELDS = tuple(f.name for f in fields(UsageRow))
 
 
-def _row_values(row: UsageRow) -> dict[str, object]:
-    # Not dataclasses.asdict: it deep-copies every value, a measurable cost per request.
-    return {name: getattr(row, name) for name in _ROW_FIELDS}
-
-
 class UsageSink:
     def __init__(
         self,
@@ -76,11 +67,7 @@ class UsageSink:
         self.dropped = 0
         self.written = 0
         self._failing = False
-        self._postgres: PostgresUsageWriter | None = None
-        if engine.dialect.name == "postgresql":
-            from sluice.storage.usage_pg import PostgresUsageWriter
-
-            self._postgres = PostgresUsageWriter(engine, _ROW_FIELDS)
+        self._writer = driver_writer(engine, _ROW_FIELDS)
 
     @property
     def depth(self) -> int:
@@ -149,20 +136,7 @@ class UsageSink:
         for row in batch:
             spent[row.key_id] += row.cost_micro
             last_used[row.key_id] = max(last_used.get(row.key_id, 0.0), row.created_at)
-        if self._postgres is not None:
-            await self._postgres.write(batch, spent, last_used)
-            return
-        async with self._engine.begin() as conn:
-            await conn.execute(insert(usage), [_row_values(row) for row in batch])
-            for key_id in sorted(spent):  # fixed order: no deadlock between replicas
-                await conn.execute(
-                    update(api_keys)
-                    .where(api_keys.c.id == key_id)
-                    .values(
-                        spent_micro=api_keys.c.spent_micro + spent[key_id],
-                        last_used_at=last_used[key_id],
-                    )
-                )
+        await self._writer.write(batch, spent, last_used)
 
     async def close(self, timeout_s: float = 10.0) -> None:
         if self._task is not None:
