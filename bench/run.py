@@ -47,7 +47,7 @@ from bench.procs import (  # noqa: E402
 )
 from bench.targets import BENCH_DIR, MODEL, Context, Target  # noqa: E402
 
-ALL_TARGETS = ("direct", "sluice-sqlite", "sluice-pg", "litellm", "portkey")
+ALL_TARGETS = ("direct", "bare-proxy", "sluice-sqlite", "sluice-pg", "litellm", "portkey")
 PEERS = ("litellm", "portkey")
 BENCH_PY_DEPS = (("psutil", "psutil"), ("matplotlib", "matplotlib"))
 
@@ -196,6 +196,8 @@ def versions(wrk: str | None) -> dict[str, str]:
 def build_target(ctx: Context, name: str) -> Target:
     if name == "direct":
         return targets.direct_target(ctx)
+    if name == "bare-proxy":
+        return targets.bare_proxy_target(ctx)
     if name.startswith("sluice-"):
         return targets.sluice_target(ctx, name.removeprefix("sluice-"))
     if name == "litellm":

@@ -168,6 +168,38 @@ def direct_target(ctx: Context) -> Target:
     )
 
 
+def bare_proxy_target(ctx: Context) -> Target:
+    """The floor: uvicorn + aiohttp forwarding with no logic (``bench/bare_proxy.py``)."""
+    port = free_port()
+    script = BENCH_DIR / "bare_proxy.py"
+    argv: list[Any] = [ctx.python, script, "--upstream", ctx.upstream, "--port", port]
+    argv += ["--workers", ctx.workers]
+    log = ctx.logs / "bare-proxy.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}  # uvicorn's workers import bench.*
+    proc = ManagedProcess("bare-proxy", argv, log, env=env, cwd=REPO_ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        startup = wait_ready(proc, f"{base}/health", 60)
+    except Unavailable:
+        proc.stop()
+        raise
+    return Target(
+        name="bare-proxy",
+        kind="floor",
+        base_url=f"{base}/v1",
+        headers={"Authorization": f"Bearer {UPSTREAM_KEY}"},
+        workers=ctx.workers,
+        version="bench/bare_proxy.py",
+        process=proc,
+        notes=[
+            "reference, not a gateway: uvicorn + one aiohttp session per worker forwarding "
+            "bytes, with no auth, limits, metering or translation (the stack's own cost)"
+        ],
+        commands=[_cmd([_rel(Path(ctx.python)), _rel(script), *map(str, argv[2:])])],
+        startup_s=startup,
+    )
+
+
 # --------------------------------------------------------------------------- Sluice
 
 

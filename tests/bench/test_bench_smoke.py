@@ -214,3 +214,48 @@ def test_rss_goal_counts_the_soak_peak() -> None:
     rows = [line for line in report.goals_section(results) if line.startswith("| ")]
     rss_row = next(r for r in rows if r.startswith(f"| {report.title(name)} | RSS per worker"))
     assert "(500 MiB)" in rss_row and "**not met**" in rss_row
+
+
+def test_bare_proxy_reference_and_its_report_section(
+    upstream: tuple[targets.Context, str],
+) -> None:
+    ctx, url = upstream
+    target = targets.bare_proxy_target(dataclasses.replace(ctx, upstream=url, workers=1))
+    try:
+        proxied = {
+            "stream20_c2": stream_run(target.chat_url, target.headers, 20, 2),
+            "json_c2": json_run(target.chat_url, target.headers, 2),
+        }
+    finally:
+        target.stop()
+    assert target.process is not None and not target.process.alive()
+    assert_sane_stream(proxied["stream20_c2"], 20, 2)
+    assert_sane_json(proxied["json_c2"], 2)
+    chat = f"{url}/v1/chat/completions"
+    direct = {"stream20_c2": stream_run(chat, AUTH, 20, 2), "json_c2": json_run(chat, AUTH, 2)}
+    assert direct["stream20_c2"]["stream_chunks_per_s_p50"] > 0
+
+    plan = {**dataclasses.asdict(run.QUICK), "json_levels": [2], "stream_cases": [[20, 2]]}
+    results = {
+        "meta": {
+            "mode": "smoke", "started": "now", "finished": "now", "invocation": "pytest",
+            "plan": plan, "machine": run.machine_info(), "upstream": {"chunk_delay_ms": 0.0},
+        },
+        "targets": {
+            "direct": {"status": "ok", "workers": 1, "scenarios": direct},
+            "bare-proxy": {"status": "ok", "workers": 1, "scenarios": proxied},
+            # A stand-in so the goals section renders (its figures are the proxy's own).
+            "sluice-sqlite": {"status": "ok", "workers": 1, "scenarios": proxied},
+        },
+        "soak": {},
+    }  # fmt: skip
+    text = report.render(results)
+    assert "reference proxy with no logic" in text
+    in_stream = "chunk rate inside a stream (p50) within 20% of direct (streaming 20 chunks, c=2)"
+    rows = [line for line in text.splitlines() if in_stream in line]
+    assert len(rows) == 2  # the Sluice target's row and the reference's
+    ratio = (
+        proxied["stream20_c2"]["stream_chunks_per_s_p50"]
+        / direct["stream20_c2"]["stream_chunks_per_s_p50"]
+    )
+    assert f"{ratio:.2f}× direct" in rows[1]

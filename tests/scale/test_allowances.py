@@ -360,3 +360,18 @@ async def test_settlements_of_leased_requests_are_sent_together_and_exactly(
     # Still held: the two exact requests' estimates and the allowance's unused part.
     assert int(counters["budget"]["reserved"]) == 2 * 100 + (granted - 6) * 100
     assert int(counters["tpm"]["cur"]) == 50 * (2 + granted) - 6 * 20
+
+
+async def test_a_grant_arriving_after_close_is_given_back(
+    replicas: Callable[..., Any], raw_redis: redis.Redis
+) -> None:
+    await _quiet_minute()
+    replica = await replicas()
+    key = _key(rpm=100_000)
+    for _ in range(2):  # the second asks for an allowance; close before the grant lands
+        assert await replica.admit(key, 10, 0) is not None
+    assert key.id in replica.allowances._granting
+    await replica.allowances.close()
+    assert key.id not in replica.allowances._held
+    counters = await _counters(raw_redis, key.id)
+    assert int(counters["rpm"]["cur"]) == 2  # the late grant's slots went back

@@ -165,6 +165,7 @@ class Allowances:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False
         self._grant = backend.client.register_script(GRANT)
         self._give_back = backend.client.register_script(GIVE_BACK)
         self._settle_batch = backend.client.register_script(SETTLE_BATCH)
@@ -176,6 +177,7 @@ class Allowances:
 
     async def close(self) -> None:
         """Give every allowance back (what is unused returns to the key at once)."""
+        self._closing = True  # a grant still on its way is given back as it arrives
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -326,7 +328,7 @@ class Allowances:
         if granted is None:  # no room (or no Redis): exact admissions for a while
             self._quiet_until[key.id] = loop.time() + policy.lifetime_s
             return
-        if epoch != self._epochs.get(key.id, 0):  # the key changed meanwhile
+        if self._closing or epoch != self._epochs.get(key.id, 0):  # too late to use it
             self._spawn(self._return(key.id, granted))
             return
         self._retire(key.id)

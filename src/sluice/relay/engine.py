@@ -327,7 +327,7 @@ async def _start_stream(
     headers = _response_headers(admission)
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"
-    frames = session.frames()
-    if admission.dialect is not None:
-        frames = admission.dialect.present_stream(admission, frames)
+    if admission.dialect is None:
+        return RelayStreamingResponse(session, headers)
+    frames = admission.dialect.present_stream(admission, session.frames())
     return RelayStreamingResponse(session, headers, frames)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -55,7 +55,7 @@ class StreamSession:
         # (SDKs close the connection as soon as they read [DONE], racing our own completion).
         self._done_delivered = False
 
-    async def frames(self) -> AsyncIterator[bytes]:
+    async def frames(self) -> AsyncGenerator[bytes, None]:
         """The client's stream, one write per upstream read.
 
         Every frame translated from one upstream read goes out in a single write: a fast
@@ -83,11 +83,7 @@ class StreamSession:
                     if batch:
                         yield b"".join(batch)
                         self._done_delivered = DONE_FRAME in batch
-            if translator.failure is not None:
-                self._status, self._error_code = translator.failure.status, translator.failure.code
-                self._count_failure(translator.failure.kind)
-            else:
-                self._status, self._error_code = 200, None
+            self._record_end()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             timed_out = isinstance(exc, TimeoutError)
             self._status = 504 if timed_out else 502
@@ -96,6 +92,20 @@ class StreamSession:
             yield sse_frame(orjson.dumps(_stream_error(timed_out, self._error_code)))
         finally:
             self.finish()
+
+    def _record_end(self) -> None:
+        failure = self._translator.failure
+        if failure is not None:
+            self._status, self._error_code = failure.status, failure.code
+            self._count_failure(failure.kind)
+        else:
+            self._status, self._error_code = 200, None
+
+    def done_sent(self) -> None:
+        """The client has had ``[DONE]`` and its response ends there: the stream is over, as
+        when the frames run out (the response then closes ``frames()`` early)."""
+        self._done_delivered = True
+        self._record_end()
 
     def _hand_back_connection(self) -> None:
         """Keep the upstream connection for the next request when the stream ended properly.
@@ -217,8 +227,13 @@ class RelayStreamingResponse(StreamingResponse):
         headers: dict[str, str],
         frames: AsyncIterator[bytes] | None = None,  # session.frames(), possibly re-shaped
     ) -> None:
-        body = frames if frames is not None else session.frames()
-        super().__init__(body, media_type="text/event-stream", headers=headers)
+        # The session's own OpenAI frames end at [DONE]: the client's stream can end there,
+        # before settlement is scheduled (a dialect's re-shaped frames run to their own end).
+        self._frames: AsyncGenerator[bytes, None] | None = None
+        if frames is None:
+            frames = self._frames = session.frames()
+        self._body = frames
+        super().__init__(frames, media_type="text/event-stream", headers=headers)
         self._session = session
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -241,7 +256,12 @@ class RelayStreamingResponse(StreamingResponse):
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
-        async for chunk in self.body_iterator:
+        async for chunk in self._body:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if self._frames is not None and chunk.endswith(DONE_FRAME):
+                self._session.done_sent()
+                break
         watch.closing = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if self._frames is not None:
+            await self._frames.aclose()  # its clean-up (settlement) after the client is done
