@@ -147,16 +147,19 @@ def wait_ready(
     timeout_s: float,
     headers: Mapping[str, str] | None = None,
 ) -> float:
-    """Poll ``url`` until it answers 200; return seconds waited. Raise Unavailable otherwise."""
+    """Poll ``url`` until it answers 200; return seconds waited. Otherwise stop the process
+    and raise Unavailable with the reason and its log tail."""
     start = time.monotonic()
     deadline = start + timeout_s
     last = "no answer"
     while time.monotonic() < deadline:
         if not proc.alive():
-            raise Unavailable(
+            reason = (
                 f"{proc.name} exited with code {proc.proc.returncode} before it was ready; "
                 f"log tail:\n{proc.tail()}"
             )
+            proc.stop()  # its process group may still hold children
+            raise Unavailable(reason)
         try:
             status, body = http_get(url, headers, timeout=2.0)
             if status == 200:
@@ -165,9 +168,9 @@ def wait_ready(
         except OSError as exc:
             last = f"{type(exc).__name__}: {exc}"
         time.sleep(0.25)
-    raise Unavailable(
-        f"{proc.name} not ready after {timeout_s:.0f}s ({last}); log tail:\n{proc.tail()}"
-    )
+    reason = f"{proc.name} not ready after {timeout_s:.0f}s ({last}); log tail:\n{proc.tail()}"
+    proc.stop()
+    raise Unavailable(reason)
 
 
 def run_logged(

@@ -138,11 +138,7 @@ def start_upstream(
     ]
     proc = ManagedProcess("fake-upstream", argv, ctx.logs / "fake_upstream.log")
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(proc, f"{url}/health", 20)
-    except Unavailable:
-        proc.stop()
-        raise
+    wait_ready(proc, f"{url}/health", 20)
     ctx.upstream = url
     return (
         proc,
@@ -178,11 +174,7 @@ def bare_proxy_target(ctx: Context) -> Target:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}  # uvicorn's workers import bench.*
     proc = ManagedProcess("bare-proxy", argv, log, env=env, cwd=REPO_ROOT)
     base = f"http://127.0.0.1:{port}"
-    try:
-        startup = wait_ready(proc, f"{base}/health", 60)
-    except Unavailable:
-        proc.stop()
-        raise
+    startup = wait_ready(proc, f"{base}/health", 60)
     return Target(
         name="bare-proxy",
         kind="floor",
@@ -402,11 +394,7 @@ def sluice_target(
     commands.append(_cmd([_rel(cli), "serve", "--config", _rel(config), *serve[4:]]))
     proc = ManagedProcess(name, serve, log, env=env, cwd=REPO_ROOT)
     base = f"http://127.0.0.1:{port}"
-    try:
-        startup = wait_ready(proc, f"{base}/readyz", 120)
-    except Unavailable:
-        proc.stop()
-        raise
+    startup = wait_ready(proc, f"{base}/readyz", 120)
     return Target(
         name=name,
         kind="sluice",
@@ -536,11 +524,7 @@ def litellm_target(ctx: Context) -> Target:
     argv += ["--num_workers", ctx.workers]
     proc = ManagedProcess("litellm", argv, ctx.logs / "litellm.log", env=env, cwd=ctx.run_dir)
     base = f"http://127.0.0.1:{port}"
-    try:
-        startup = wait_ready(proc, f"{base}/health/readiness", 300)
-    except Unavailable:
-        proc.stop()
-        raise
+    startup = wait_ready(proc, f"{base}/health/readiness", 300)
     return Target(
         name="litellm",
         kind="litellm",
@@ -625,11 +609,7 @@ def portkey_target(ctx: Context) -> Target:
     env = dict(os.environ) | extra_env
     proc = ManagedProcess("portkey", argv, ctx.logs / "portkey.log", env=env, cwd=BENCH_DIR)
     base = f"http://127.0.0.1:{port}"
-    try:
-        startup = wait_ready(proc, f"{base}/", 90)
-    except Unavailable:
-        proc.stop()
-        raise
+    startup = wait_ready(proc, f"{base}/", 90)
     return Target(
         name="portkey",
         kind="portkey",

@@ -259,3 +259,17 @@ def test_bare_proxy_reference_and_its_report_section(
         / direct["stream20_c2"]["stream_chunks_per_s_p50"]
     )
     assert f"{ratio:.2f}× direct" in rows[1]
+
+
+def test_a_target_that_never_gets_ready_is_stopped(tmp_path: Path) -> None:
+    # A server that answers nothing: wait_ready gives up, stops its process group and says why.
+    argv = [sys.executable, "-c", "import time; print('starting', flush=True); time.sleep(60)"]
+    proc = procs.ManagedProcess("silent", argv, tmp_path / "silent.log")
+    with pytest.raises(procs.Unavailable, match="silent not ready after 1s"):
+        procs.wait_ready(proc, f"http://127.0.0.1:{procs.free_port()}/health", 1.0)
+    assert not proc.alive() and proc not in procs.ManagedProcess.registry
+    crashing = procs.ManagedProcess("crash", [sys.executable, "-c", "raise SystemExit(3)"],
+                                    tmp_path / "crash.log")  # fmt: skip
+    with pytest.raises(procs.Unavailable, match="exited with code 3"):
+        procs.wait_ready(crashing, "http://127.0.0.1:9/health", 10.0)
+    assert crashing not in procs.ManagedProcess.registry
