@@ -4,6 +4,7 @@ request, and no limit or budget is ever exceeded across replicas because of it."
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +24,7 @@ from sluice.redis_backend.client import RedisBackend
 from sluice.redis_backend.ledger import RedisLedger
 from sluice.redis_backend.limiter import RedisRateLimiter
 from sluice.relay.admission import _limit_and_reserve
-from tests.scale.conftest import wait_until
+from tests.scale.conftest import PrivateRedis, wait_until
 
 
 def _key(**limits: Any) -> KeyRecord:
@@ -375,3 +376,44 @@ async def test_a_grant_arriving_after_close_is_given_back(
     assert key.id not in replica.allowances._held
     counters = await _counters(raw_redis, key.id)
     assert int(counters["rpm"]["cur"]) == 2  # the late grant's slots went back
+
+
+async def test_an_allowance_outlives_a_redis_outage_without_losing_track(
+    private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    spent_in_db = {"value": 0}
+
+    async def load_spent(_: str) -> int:
+        return spent_in_db["value"]
+
+    backend = RedisBackend(private_redis.url, "open", probe_interval_s=0.1)
+    await backend.start()
+    ledger = RedisLedger(backend, load_spent)
+    allowances = Allowances(backend, ledger, AllowancePolicy(lifetime_s=30.0))
+    allowances.start()
+    replica = Replica(backend, ledger, RedisRateLimiter(backend), allowances)
+    key = _key(rpm=100_000, budget_micro=10_000_000)
+    try:
+        for _ in range(2):
+            assert await replica.admit(key, 10, 100) is not None
+        await _until_held(replica, key)
+        private_redis.kill()
+        with caplog.at_level(logging.ERROR):
+            # Counted in Redis before it went away: still admitted, with no I/O.
+            leased = [await replica.admit(key, 10, 100) for _ in range(3)]
+            assert all(r is not None and allowances.leased(r[1]) for r in leased)
+            for admitted in leased:
+                assert admitted is not None
+                allowances.settle(admitted[1], 90, 0)
+            # The batch cannot be sent: the key's counter is marked stale, to be re-seeded.
+            assert await wait_until(lambda: key.id in ledger._outage_keys, 2.0, 0.01)
+            private_redis.start()
+            assert await wait_until(lambda: backend.healthy, 5.0, 0.05)
+            assert await wait_until(lambda: key.id not in allowances._held, 2.0, 0.01)
+            spent_in_db["value"] = 2 * 100 + 3 * 90  # what the usage sink wrote meanwhile
+            assert await replica.admit(key, 10, 100) is not None  # re-seeded from the database
+            assert await ledger.spent(key.id, 0) == 470
+        assert not [r for r in caplog.records if "allowance update failed" in r.getMessage()]
+    finally:
+        await allowances.close()
+        await backend.close()
