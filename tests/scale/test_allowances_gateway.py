@@ -14,6 +14,7 @@ from tests.fakes.openai_upstream import FakeOpenAI
 from tests.openapi_schema import validate_openai
 
 LIMIT = 100_000
+STREAMS = 5
 
 
 def test_sequential_requests_of_one_key_are_admitted_from_an_allowance(
@@ -48,16 +49,28 @@ def test_sequential_requests_of_one_key_are_admitted_from_an_allowance(
             assert raw.http_response.status_code == 200
             validate_openai("CreateChatCompletionResponse", raw.http_response.json())
             remaining.append(int(raw.headers["x-ratelimit-remaining-requests"]))
+        for i in range(STREAMS):  # streams too: settled when their frames end
+            chunks = list(
+                client.chat.completions.create(
+                    model="test-model",
+                    messages=[{"role": "user", "content": f"stream {i}"}],
+                    max_tokens=8,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+            )
+            assert chunks[-1].usage is not None and chunks[-1].choices == []
     # The first two are admitted exactly; most later ones from an allowance, with no I/O.
     assert len(taken_locally) >= 20 and set(taken_locally) == {key_id}
     assert remaining[0] == LIMIT - 1
     assert all(LIMIT - 40 - 1024 <= r < LIMIT for r in remaining)
 
     rows = gateway.usage_rows(secret)
-    assert len(rows) == 40 and {r["status"] for r in rows} == {200}
+    assert len(rows) == 40 + STREAMS and {r["status"] for r in rows} == {200}
+    assert sum(r["stream"] for r in rows) == STREAMS
     spent = gateway.key_record(secret).spent_micro
     assert spent == sum(r["cost_micro"] for r in rows) > 0
-    assert len(fake_openai.received) == 40
+    assert len(fake_openai.received) == 40 + STREAMS
 
     counters = redis.Redis.from_url(redis_url, decode_responses=True)
     tag = f"{{sluice:key:{key_id}}}"
@@ -71,7 +84,7 @@ def test_sequential_requests_of_one_key_are_admitted_from_an_allowance(
         budget = counters.hgetall(f"{tag}:budget")
         assert int(budget["reserved"]) == 0
         assert int(budget["spent"]) == spent
-        assert int(counters.hget(f"{tag}:rpm", "cur") or 0) == 40
+        assert int(counters.hget(f"{tag}:rpm", "cur") or 0) == 40 + STREAMS
         tokens = sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows)
         assert int(counters.hget(f"{tag}:tpm", "cur") or 0) == tokens
         assert counters.zcard(f"{tag}:leases") == 0
