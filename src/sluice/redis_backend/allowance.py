@@ -31,6 +31,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from redis.commands.core import AsyncScript
+
 from sluice.keys import KeyRecord
 from sluice.limits import WINDOW_S, LimitDecision, WindowState
 from sluice.metering.quota import Reservation
@@ -76,14 +78,12 @@ class Allowance:
     token_window: WindowState
     used: int = 0
 
-    def fits(self, key: KeyRecord, tokens: int, cost: int, now: float) -> bool:
-        return (
-            now < self.usable_until
-            and self.requests > 0
-            and tokens <= self.tokens
-            and cost <= self.budget
-            and self.limits == (key.rpm, key.tpm, key.budget_micro)
-        )
+    def usable(self, key: KeyRecord, now: float) -> bool:
+        """Still inside its time and window, and granted under the key's current limits."""
+        return now < self.usable_until and self.limits == _limits_of(key)
+
+    def covers(self, tokens: int, cost: int) -> bool:
+        return self.requests > 0 and tokens <= self.tokens and cost <= self.budget
 
     def running_low(self, tokens: int, cost: int, now: float, lifetime_s: float) -> bool:
         return (
@@ -97,18 +97,13 @@ class Allowance:
         """Limit headers as of the grant, counting only the slots used so far."""
         elapsed = min(self.elapsed_at_grant + (now - self.granted_at), WINDOW_S)
         headers: dict[str, str] = {}
-        if key.rpm is not None:
-            used = WindowState(
-                current=self.request_window.current - self.requests,
-                previous=self.request_window.previous,
-            )
-            headers.update(rate_headers("requests", key.rpm, used, elapsed, 1))
-        if key.tpm is not None:
-            used = WindowState(
-                current=self.token_window.current - self.tokens,
-                previous=self.token_window.previous,
-            )
-            headers.update(rate_headers("tokens", key.tpm, used, elapsed, 1))
+        for kind, limit, granted, unused in (
+            ("requests", key.rpm, self.request_window, self.requests),
+            ("tokens", key.tpm, self.token_window, self.tokens),
+        ):
+            if limit is not None:
+                used = WindowState(current=granted.current - unused, previous=granted.previous)
+                headers.update(rate_headers(kind, limit, used, elapsed, 1))
         return headers
 
 
@@ -197,13 +192,10 @@ class Allowances:
         if allowance is None:
             return None
         now = asyncio.get_running_loop().time()
-        if not allowance.fits(key, tokens, cost, now):
-            if now >= allowance.usable_until or allowance.limits != (
-                key.rpm,
-                key.tpm,
-                key.budget_micro,
-            ):
-                self._retire(key.id)
+        if not allowance.usable(key, now):
+            self._retire(key.id)
+            return None
+        if not allowance.covers(tokens, cost):
             return None
         allowance.requests -= 1
         allowance.tokens -= tokens
@@ -253,10 +245,7 @@ class Allowances:
 
     async def _send_settlement(self, key_id: str, lease_id: str, amounts: list[int]) -> None:
         keys = [*budget_keys(key_id), window_keys(key_id)[1]]
-        try:
-            await self._backend.script(self._settle_batch, keys, [lease_id, *amounts])
-        except RedisUnavailable:
-            self._ledger.lost_update(key_id)  # re-seeded from the database after the outage
+        await self._update(key_id, self._settle_batch, keys, [lease_id, *amounts])
 
     def admitted_exactly(self, key: KeyRecord, tokens: int, cost: int) -> None:
         """A request of this key was admitted by the exact path: if the key is busy on this
@@ -301,7 +290,7 @@ class Allowances:
 
     async def _obtain(self, key: KeyRecord, tokens: int, cost: int, wanted: int) -> None:
         loop = asyncio.get_running_loop()
-        limits: Limits = (key.rpm, key.tpm, key.budget_micro)
+        limits = _limits_of(key)
         lease_id = uuid.uuid4().hex[:16]
         policy = self.policy
         args = [
@@ -347,10 +336,16 @@ class Allowances:
             allowance.tokens,
             allowance.window,
         ]
+        await self._update(key_id, self._give_back, _keys(key_id), args)
+
+    async def _update(
+        self, key_id: str, script: AsyncScript, keys: list[str], args: list[Any]
+    ) -> None:
+        """A change to the key's counters made in the background; during an outage the counter
+        is marked stale instead, to be re-seeded from the database when Redis returns."""
         try:
-            await self._backend.script(self._give_back, _keys(key_id), args)
+            await self._backend.script(script, keys, args)
         except RedisUnavailable:
-            # The lease's hold stays in Redis: the counter is re-seeded after the outage.
             self._ledger.lost_update(key_id)
 
     def _spawn(self, work: Any) -> None:
@@ -381,6 +376,10 @@ class Allowances:
         # an allowance's hold may have gone with them, so none granted before is trusted.
         for key_id in list(self._held):
             self._retire(key_id)
+
+
+def _limits_of(key: KeyRecord) -> Limits:
+    return key.rpm, key.tpm, key.budget_micro
 
 
 def _keys(key_id: str) -> list[str]:
