@@ -116,3 +116,23 @@ def fake_anthropic(loop_thread: LoopThread) -> Iterator[FakeAnthropic]:
     yield fake
     loop_thread.run(fake.stop())
     assert not fake.violations, fake.violations
+
+
+# Tests that start servers or processes, or need PostgreSQL/Redis, are the slow tier; the rest
+# (`pytest -m "not slow"`) are unit tests that run in seconds. Marked by what a test uses, so
+# a new test that starts a gateway is classed correctly without anyone remembering a marker.
+_SLOW_FIXTURES = frozenset({"loop_thread", "pg_url", "redis_url", "private_redis"})
+_SLOW_DIRECTORIES = frozenset({"scale", "resilience", "bench", "conformance", "inbound"})
+_SLOW_MODULES = frozenset({"test_cli_serve", "test_worker_imports", "test_packaging"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(str(item.fspath))
+        slow = (
+            _SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+            or _SLOW_DIRECTORIES.intersection(path.parts)
+            or path.stem in _SLOW_MODULES
+        )
+        if slow:
+            item.add_marker(pytest.mark.slow)
