@@ -110,6 +110,9 @@ class TimeoutsConfig(_Strict, frozen=True):
     first_byte_s: PositiveFloat = 120.0
     idle_s: PositiveFloat = 120.0
     total_s: PositiveFloat = 900.0
+    # After a client leaves mid-stream, how long the upstream is still read for its usage
+    # report (the cost of what it generated); 0 bills the reservation at once.
+    disconnect_drain_s: NonNegativeFloat = 60.0
 
 
 class RetryConfig(_Strict, frozen=True):

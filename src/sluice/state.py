@@ -37,6 +37,8 @@ __all__ = ["AppState", "build_state"]
 log = logging.getLogger("sluice")
 
 _KEY_LOAD_TIMEOUT_S = 5.0
+# After shutdown cancels what is still running, how long those tasks get to settle.
+_SETTLE_AFTER_CANCEL_S = 5.0
 
 
 @dataclass
@@ -112,7 +114,16 @@ class AppState:
 
     async def close(self) -> None:
         if self.background:
-            await asyncio.wait(set(self.background), timeout=self.settings.shutdown_grace_s)
+            _, pending = await asyncio.wait(
+                set(self.background), timeout=self.settings.shutdown_grace_s
+            )
+            # Still running after the grace: mostly streams read on after their client left
+            # (relay/drain.py). Cancelled, they stop reading and settle before the sink's
+            # last flush.
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=_SETTLE_AFTER_CANCEL_S)
         await self.usage_sink.close()
         if self.redis is not None:
             await self.redis.close()

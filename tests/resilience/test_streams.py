@@ -1,7 +1,9 @@
 """Timeouts and stream lifecycle: idle/total/first-byte limits, truncation, client disconnect.
 
 A stream that fails after its first byte is never retried; it ends with an error event and the
-key pays for what was delivered, counted locally when the upstream sent no usage.
+key pays for what was delivered, counted locally when the upstream sent no usage. A client that
+leaves mid-stream pays for what the upstream generated: the gateway reads on for its usage
+(``timeouts.disconnect_drain_s``), else bills the reservation (tests/security has the rest).
 """
 
 from __future__ import annotations
@@ -143,29 +145,59 @@ def test_client_leaving_while_the_upstream_is_silent_closes_it_at_once(
     gateway_factory: GatewayFactory, faulty: Make
 ) -> None:
     """The client leaves during a long gap between upstream chunks: the wait is cut short (the
-    gateway does not learn of it only when the next chunk comes) and the key is billed for what
-    was delivered."""
+    gateway does not learn of it only when the next chunk comes) and the upstream is read on
+    for its usage no longer than ``disconnect_drain_s``; none comes, so the key is billed the
+    reservation."""
     a = faulty("a").set("stall")  # two words, then nothing for an hour
-    gateway = gateway_factory([channel(a, idle_timeout_s=30.0)], **fast_settings())
+    settings = fast_settings()
+    settings["timeouts"] = {**settings["timeouts"], "disconnect_drain_s": 0.5}
+    gateway = gateway_factory([channel(a, idle_timeout_s=30.0)], **settings)
     key = gateway.create_key("leaves-in-gap", budget_micro=10_000_000)
     _read_words_then_leave(gateway, key, 2)
-    # Settled (and the upstream closed) as soon as the gateway saw the client go: the row is
-    # written within a few usage-sink flushes, though the upstream would stay silent for 30 s.
-    deadline = time.monotonic() + 0.75
+    # Settled (and the upstream closed) once the drain gave up: the row is written within a
+    # few usage-sink flushes after it, though the upstream would stay silent for 30 s.
+    deadline = time.monotonic() + 1.25
     rows = gateway.usage_rows(key)
     while not rows and time.monotonic() < deadline:
         time.sleep(0.02)
         rows = gateway.usage_rows(key)
     assert len(rows) == 1, "the stream was not ended when the client left"
     assert rows[0]["status"] == 499 and rows[0]["error_code"] == "client_closed_request"
-    assert rows[0]["completion_tokens"] == 2 and rows[0]["cost_micro"] > 0
+    # The reservation: the prompt estimate plus default_max_tokens, not the two words shown.
+    assert rows[0]["completion_tokens"] >= 4096 and rows[0]["cost_micro"] > 4096 * 2
 
 
-def test_client_disconnect_cancels_upstream_within_a_second(
+def test_client_disconnect_reads_the_upstream_on_and_bills_its_usage(
     gateway_factory: GatewayFactory, faulty: Make
 ) -> None:
+    """Billed for what the upstream generated (its usage chunk, read after the client left),
+    not for the two words the client saw."""
     a = faulty("a").set("none", chunk_delay_s=0.2)
     gateway = gateway_factory([channel(a)], **fast_settings())
+    key = gateway.create_key("disconnect", budget_micro=10_000_000)
+    _read_words_then_leave(gateway, key, 2)
+    deadline = time.monotonic() + 5
+    rows = gateway.usage_rows(key)
+    while not rows and time.monotonic() < deadline:
+        time.sleep(0.05)
+        rows = gateway.usage_rows(key)
+    assert len(rows) == 1 and rows[0]["status"] == 499
+    assert rows[0]["error_code"] == "client_closed_request"
+    assert a.completed_streams == 1 and not a.disconnected_at
+    assert (rows[0]["prompt_tokens"], rows[0]["completion_tokens"]) == (PROMPT_TOKENS, 6)
+    assert rows[0]["cost_micro"] == PROMPT_TOKENS * 1 + 6 * 2  # test-* prices: $1 / $2 per 1M
+    assert gateway.key_record(key).spent_micro == rows[0]["cost_micro"]
+
+
+def test_client_disconnect_cancels_upstream_within_a_second_without_drain(
+    gateway_factory: GatewayFactory, faulty: Make
+) -> None:
+    """With ``disconnect_drain_s: 0`` the upstream is closed at once (it stops generating) and
+    the key is billed the reservation."""
+    a = faulty("a").set("none", chunk_delay_s=0.2)
+    settings = fast_settings()
+    settings["timeouts"] = {**settings["timeouts"], "disconnect_drain_s": 0}
+    gateway = gateway_factory([channel(a)], **settings)
     key = gateway.create_key("disconnect", budget_micro=10_000_000)
     closed_at = _read_words_then_leave(gateway, key, 2)
     for _ in range(100):
@@ -180,6 +212,6 @@ def test_client_disconnect_cancels_upstream_within_a_second(
     rows = gateway.usage_rows(key)
     assert len(rows) == 1 and rows[0]["status"] == 499
     assert rows[0]["error_code"] == "client_closed_request"
-    # Billed for what was delivered: at least what the client read, never the whole answer.
-    assert 2 <= rows[0]["completion_tokens"] < 6 and rows[0]["cost_micro"] > 0
+    # Billed the reservation (default_max_tokens), never only what the client read.
+    assert rows[0]["completion_tokens"] >= 4096 and rows[0]["cost_micro"] > 4096 * 2
     assert gateway.key_record(key).spent_micro == rows[0]["cost_micro"]

@@ -8,7 +8,8 @@ Chunks emitted: the first carries the role (held back until there is output, so 
 ``error`` event leaves nothing sent and the relay may still fail over); text deltas become
 ``content``; a tool_use block becomes one ``tool_calls`` entry (index, id, name) followed by
 argument fragments; the final chunk carries ``finish_reason``; a usage chunk follows only if
-the client asked; then [DONE].
+the client asked and the upstream reported its output (else the relay adds one with the counts
+it bills); then [DONE].
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ class AnthropicStreamTranslator:
 
     def delivered_text(self) -> str:
         return "".join(self._state.delivered)
+
+    def forget_delivered(self) -> None:
+        self._state.delivered.clear()
 
     def feed(self, data: bytes) -> list[bytes]:
         frames: list[bytes] = []
@@ -244,8 +248,10 @@ class AnthropicStreamTranslator:
         frames = self._ensure_started()
         finish = finish_reason(state.stop_reason, json_mode=self._json_mode)
         frames.append(self._chunk({}, finish))
-        if self._call.client_wants_usage:
-            usage = state.final_usage or usage_tokens(state.start_usage)
+        usage = state.final_usage
+        # Without message_delta's usage the relay bills a local count and adds the usage chunk
+        # itself, with that count (relay/stream_usage.py), so the client sees what is billed.
+        if self._call.client_wants_usage and usage is not None:
             chunk = {
                 "id": state.id,
                 "object": "chat.completion.chunk",

@@ -78,6 +78,9 @@ class AzureStreamTranslator:
     def delivered_text(self) -> str:
         return self._inner.delivered_text()
 
+    def forget_delivered(self) -> None:
+        self._inner.forget_delivered()
+
 
 class AzureAdapter:
     name = "azure"

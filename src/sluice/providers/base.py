@@ -123,6 +123,11 @@ class StreamTranslator(Protocol):
         """All generated text and tool-call arguments forwarded so far, for local counting."""
         ...
 
+    def forget_delivered(self) -> None:
+        """Drop the text kept so far for local counting: the relay has what it needs (a
+        stream read on after its client left keeps no more than one read's worth)."""
+        ...
+
 
 class Adapter(Protocol):
     name: str

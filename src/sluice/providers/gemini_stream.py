@@ -65,6 +65,9 @@ class GeminiStreamTranslator:
     def delivered_text(self) -> str:
         return "".join(self._delivered)
 
+    def forget_delivered(self) -> None:
+        self._delivered.clear()
+
     def feed(self, data: bytes) -> list[bytes]:
         frames: list[bytes] = []
         for event in self._splitter.feed(data):

@@ -290,6 +290,9 @@ class OpenAIStreamTranslator:
                     parts.append(choice["text"])
         return "".join(parts)
 
+    def forget_delivered(self) -> None:
+        self._retained.clear()
+
 
 _SPECIAL_MARKERS = (b'"usage":{', b'"usage": {', b'"error"', b"data: [DONE]")
 

@@ -18,6 +18,7 @@ log = logging.getLogger("sluice.billing")
 
 __all__ = [
     "Outcome",
+    "counted_usage",
     "settle",
     "settle_in_background",
     "settle_logged",
@@ -36,6 +37,9 @@ class Outcome:
     error_code: str | None = None
     ttft_ms: float | None = None
     stream: bool = False
+    # A stream the client cut short whose upstream then reported no usage: what it generated
+    # is unknown, so the reservation is billed (or the delivered text, if that costs more).
+    bill_reservation: bool = False
 
 
 def text_of_response(parsed: Any) -> str:
@@ -66,10 +70,19 @@ def _metered_usage(state: AppState, admission: Admission, outcome: Outcome) -> U
     if outcome.delivered_text is None:
         return UsageTokens()
     # The upstream reported nothing (llama.cpp streams, or the client left early): count.
-    return UsageTokens(
-        prompt=admission.prompt_tokens,
-        completion=state.tokens.count_text(outcome.delivered_text),
-    )
+    return counted_usage(state, admission, outcome.delivered_text)
+
+
+def counted_usage(state: AppState, admission: Admission, text: str) -> UsageTokens:
+    """Usage counted locally: the prompt estimate and the generated text."""
+    return UsageTokens(prompt=admission.prompt_tokens, completion=state.tokens.count_text(text))
+
+
+def _reserved_usage(admission: Admission) -> UsageTokens:
+    """The reservation as a usage row: the local prompt count, the rest of the reserved tokens
+    (prompt margin and completion allowance) as completion, so the tpm window keeps them."""
+    prompt = admission.prompt_tokens
+    return UsageTokens(prompt=prompt, completion=max(admission.reserved_tokens - prompt, 0))
 
 
 async def settle(state: AppState, admission: Admission, outcome: Outcome) -> UsageRow:
@@ -77,6 +90,8 @@ async def settle(state: AppState, admission: Admission, outcome: Outcome) -> Usa
         await state.concurrency.release(admission.lease)
     usage = _metered_usage(state, admission, outcome)
     cost = admission.rate.cost(usage)
+    if outcome.bill_reservation and admission.reservation.amount > cost:
+        usage, cost = _reserved_usage(admission), admission.reservation.amount
     token_correction = usage.prompt + usage.completion - admission.reserved_tokens
     allowances = _settling_allowances(state, admission)
     if allowances is not None:  # admitted from an allowance: settled with its lease's batch

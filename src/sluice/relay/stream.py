@@ -3,6 +3,8 @@
 A ``StreamSession`` owns the upstream response and the settlement. It is finished from the body
 iterator's ``finally`` and, as a safety net, from the response's ``__call__`` — the latter covers
 a client that vanished before the body iterator ever started, when no ``finally`` would run.
+A client that leaves before the upstream's stream ended is settled only after the upstream has
+been read on for its usage, in a tracked background task (``relay/drain.py``).
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
+from sluice.metering.pricing import UsageTokens
 from sluice.providers.base import DONE_FRAME, FailureKind, StreamTranslator, sse_frame
 from sluice.relay.admission import Admission
-from sluice.relay.billing import Outcome, settle_in_background
+from sluice.relay.billing import Outcome, counted_usage, settle_in_background, settle_logged
+from sluice.relay.drain import read_for_usage
+from sluice.relay.stream_usage import with_usage_chunk
 from sluice.state import AppState
 
 __all__ = ["StreamSession", "RelayStreamingResponse"]
@@ -54,6 +59,10 @@ class StreamSession:
         # The client received [DONE]: a disconnect after that is a completed stream, not a 499
         # (SDKs close the connection as soon as they read [DONE], racing our own completion).
         self._done_delivered = False
+        # The upstream's stream reached its end (or an error): nothing more to read for usage.
+        self._upstream_done = False
+        # Usage counted here for a usage chunk the upstream did not send; billed as is.
+        self._counted: UsageTokens | None = None
 
     async def frames(self) -> AsyncGenerator[bytes, None]:
         """The client's stream, one write per upstream read.
@@ -66,20 +75,25 @@ class StreamSession:
         total_deadline = time.monotonic() + self._state.settings.timeouts.total_s
         try:
             if self._first:
-                yield b"".join(self._first)
-                self._done_delivered = DONE_FRAME in self._first
+                ended = DONE_FRAME in self._first
+                yield b"".join(self._ending(self._first) if ended else self._first)
+                self._done_delivered = ended
             if translator.failure is None and not self._done_delivered:
                 async for data in self._chunks:
                     batch = translator.feed(data)
                     if batch:
-                        yield b"".join(batch)
-                        if DONE_FRAME in batch:
+                        ended = DONE_FRAME in batch
+                        yield b"".join(self._ending(batch) if ended else batch)
+                        if ended:
                             self._done_delivered = True
                             break  # nothing follows [DONE]: end now, not at the upstream's EOF
                     if time.monotonic() > total_deadline:
                         raise TimeoutError("total stream time exceeded")
                 if not self._done_delivered:
+                    self._upstream_done = True
                     batch = translator.close()
+                    if DONE_FRAME in batch:
+                        batch = self._ending(batch)
                     if batch:
                         yield b"".join(batch)
                         self._done_delivered = DONE_FRAME in batch
@@ -92,6 +106,23 @@ class StreamSession:
             yield sse_frame(orjson.dumps(_stream_error(timed_out, self._error_code)))
         finally:
             self.finish()
+
+    def _ending(self, batch: list[bytes]) -> list[bytes]:
+        """The frames that end the stream (``[DONE]`` among them), with the usage chunk the
+        client asked for added when the upstream sent none. Runs once, at the end."""
+        self._upstream_done = True
+        translator = self._translator
+        view = self._admission.view
+        if not view.include_usage or translator.usage is not None:
+            return batch
+        if translator.failure is not None:
+            return batch
+        usage = self._counted = counted_usage(
+            self._state, self._admission, translator.delivered_text()
+        )
+        first = self._first[0] if self._first else b""
+        chat = view.endpoint == "chat"
+        return with_usage_chunk(batch, first, usage, model=self._upstream_model, chat=chat)
 
     def _record_end(self) -> None:
         failure = self._translator.failure
@@ -138,20 +169,59 @@ class StreamSession:
         self._finished = True
         if self._status == 499 and self._done_delivered:
             self._status, self._error_code = 200, None
-        self._hand_back_connection()
         translator = self._translator
-        usage = translator.usage
-        outcome = Outcome(
+        if self._status == 499 and not self._upstream_done and translator.failure is None:
+            # The client left mid-stream: what the upstream generated is billed from its own
+            # usage, read in the background; what was delivered is the floor.
+            shown = translator.delivered_text()
+            translator.forget_delivered()
+            self._first = []
+            self._state.spawn(self._drain_and_settle(shown))
+            return
+        self._hand_back_connection()
+        usage = translator.usage or self._counted
+        delivered = None if usage is not None else translator.delivered_text()
+        settle_in_background(self._state, self._admission, self._outcome(usage, delivered))
+
+    async def _drain_and_settle(self, delivered: str) -> None:
+        """Read the upstream on (never writing to the gone client), then settle once.
+
+        Its real usage when the stream reaches its end and reports one; otherwise the
+        reservation, or the delivered text if that costs more. Shutdown cancels a drain still
+        running after its grace: it stops reading and settles with what it has.
+        """
+        limit_s = self._state.settings.timeouts.disconnect_drain_s
+        ended = False
+        try:
+            ended = await read_for_usage(self._translator, self._chunks, limit_s)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # this task's own work is not done: the settlement follows
+        finally:
+            self._response.close()
+        usage = self._translator.usage
+        outcome = self._outcome(
+            usage,
+            delivered if usage is None else None,
+            bill_reservation=usage is None or not ended,
+        )
+        await settle_logged(self._state, self._admission, outcome)
+
+    def _outcome(
+        self, usage: UsageTokens | None, delivered: str | None, *, bill_reservation: bool = False
+    ) -> Outcome:
+        return Outcome(
             status=self._status,
             channel=self._channel,
             upstream_model=self._upstream_model,
             usage=usage,
-            delivered_text=None if usage is not None else translator.delivered_text(),
+            delivered_text=delivered,
             error_code=self._error_code,
             ttft_ms=self._ttft_ms,
             stream=True,
+            bill_reservation=bill_reservation,
         )
-        settle_in_background(self._state, self._admission, outcome)
 
 
 _DRAIN_LIMIT_S = 1.0
