@@ -42,6 +42,7 @@ from sluice.observability.access_log import (
     configure_access_log,
     flush_access_log,
 )
+from sluice.observability.guard import authorize_observer, may_observe
 from sluice.relay.fast_path import RelayFastPath, fast_post_routes
 from sluice.relay.http import JSON_TYPE, json_response, request_id_of
 from sluice.relay.routes import relay_routes
@@ -99,6 +100,8 @@ async def readyz(request: Request) -> Response:
     except Exception:  # noqa: BLE001 - readiness reports, it does not raise
         body = error_body("database unreachable", "service_unavailable", "database_unavailable")
         return Response(body, 503, media_type=JSON_TYPE)
+    if not may_observe(request, state):  # load balancers need the status, not the details
+        return json_response({"status": "ready"})
     return json_response(
         {"status": "ready", "channels": len(state.router.channels), "in_flight": state.in_flight}
     )
@@ -107,6 +110,7 @@ async def readyz(request: Request) -> Response:
 async def metrics_endpoint(request: Request) -> Response:
     """Prometheus exposition (all workers' values in multiprocess mode)."""
     state: AppState = request.app.state.sluice
+    authorize_observer(request, state)
     state.metrics.usage_queue.set(state.usage_sink.depth)
     body, content_type = state.metrics.render()
     return Response(body, headers={"content-type": content_type})

@@ -105,6 +105,19 @@ class LimitsConfig(_Strict, frozen=True):
     max_json_depth: PositiveInt = 64
 
 
+class AuthConfig(_Strict, frozen=True):
+    """Failed authentications per client address (see docs/config.md, ``auth``)."""
+
+    # Unknown API keys that cost a database read, wrong admin or metrics tokens: past this
+    # many per address in ``window_s``, the address gets 429 too_many_failed_auth. 0 = off.
+    max_failures: NonNegativeInt = 20
+    window_s: PositiveFloat = 60.0
+    tracked_addresses: PositiveInt = 10_000  # per worker; the oldest is forgotten beyond it
+    # Unknown keys are remembered apart from known ones (a flood cannot evict a real key).
+    unknown_key_cache_size: PositiveInt = 10_000
+    unknown_key_ttl_s: NonNegativeFloat = 10.0
+
+
 class TimeoutsConfig(_Strict, frozen=True):
     connect_s: PositiveFloat = 10.0
     first_byte_s: PositiveFloat = 120.0
@@ -195,6 +208,8 @@ class Settings(_Strict, frozen=True):
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
     admin_key: Secret | None = None
+    # Bearer token for /metrics and /readyz details; unset: only local, unproxied requests.
+    metrics_token: Secret | None = None
     # When Redis is down: "open" keeps serving with per-replica limits, "closed" rejects.
     redis_failure_policy: Literal["open", "closed"] = "open"
     # With Redis, a worker admits a busy key's requests from a slice of its limits and budget
@@ -204,6 +219,7 @@ class Settings(_Strict, frozen=True):
     log_bodies: bool = False
     cors: CorsConfig = msgspec.field(default_factory=CorsConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
     circuit: CircuitConfig = msgspec.field(default_factory=CircuitConfig)

@@ -13,6 +13,7 @@ import aiohttp
 from sqlalchemy.exc import SQLAlchemyError
 
 from sluice.auth import KeyCache
+from sluice.auth_throttle import FailureThrottle
 from sluice.concurrency import ConcurrencyLimiter, MemoryConcurrency
 from sluice.errors import ServiceUnavailable
 from sluice.health import STATE_CODES, CircuitState, MemoryChannelHealth
@@ -58,6 +59,8 @@ class AppState:
     upstream: UpstreamClient
     tokens: TokenCounter
     admin_key_hash: str  # sha256 hex of the admin key
+    # Wrong admin or metrics tokens per client address (unknown API keys: key_cache's own).
+    admin_throttle: FailureThrottle
     local_endpoints: Mapping[str, str]
     timeouts: Timeouts
     metrics: Metrics
@@ -161,6 +164,21 @@ async def _load_spent(keys: KeyStore, key_id: str) -> int | None:
     return None if record is None else record.spent_micro
 
 
+def _throttle(settings: Settings) -> FailureThrottle:
+    auth = settings.auth
+    return FailureThrottle(auth.max_failures, auth.window_s, auth.tracked_addresses)
+
+
+def _key_cache(settings: Settings, keys: KeyStore) -> KeyCache:
+    return KeyCache(
+        _guarded_loader(keys),
+        ttl_s=settings.limits.key_cache_ttl_s,
+        negative_ttl_s=settings.auth.unknown_key_ttl_s,
+        negative_size=settings.auth.unknown_key_cache_size,
+        throttle=_throttle(settings),
+    )
+
+
 def build_state(
     settings: Settings, local_endpoints: Mapping[str, str], admin_key_hash: str
 ) -> AppState:
@@ -191,7 +209,7 @@ def build_state(
         settings=settings,
         engine=engine,
         keys=keys,
-        key_cache=KeyCache(_guarded_loader(keys), ttl_s=settings.limits.key_cache_ttl_s),
+        key_cache=_key_cache(settings, keys),
         usage_sink=UsageSink(
             engine,
             interval_s=usage_cfg.batch_interval_ms / 1000,
@@ -208,6 +226,7 @@ def build_state(
         upstream=UpstreamClient(session),
         tokens=TokenCounter(),
         admin_key_hash=admin_key_hash,
+        admin_throttle=_throttle(settings),
         local_endpoints=local_endpoints,
         timeouts=_timeouts(settings),
         metrics=metrics,

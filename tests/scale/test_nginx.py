@@ -23,6 +23,7 @@ from tests.support import free_port
 NGINX = Path("/usr/sbin/nginx")
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
 CHUNK_DELAY_S = 0.2
+METRICS_TOKEN = "nginx-test-metrics-token-0123"
 
 
 def render_config(ports: list[int], listen: int) -> str:
@@ -58,8 +59,9 @@ def nginx_in_front(
         "headers": {"x-fake-chunk-delay": str(CHUNK_DELAY_S)},
     }
     config = replica_config(
-        tmp_path / "sluice.yaml", pg_url, redis_url, fake_openai.base_url, channels=[channel]
-    )
+        tmp_path / "sluice.yaml", pg_url, redis_url, fake_openai.base_url, channels=[channel],
+        metrics_token=METRICS_TOKEN,
+    )  # fmt: skip
     group = ReplicaSet()
     prefix = tmp_path / "nginx"
     for sub in ("tmp", "logs"):
@@ -129,3 +131,14 @@ def test_nginx_example_proxies_plain_and_streaming_requests(nginx_in_front: str)
     assert arrivals[-1] - arrivals[0] >= 3 * CHUNK_DELAY_S
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
     assert sum(1 for gap in gaps if gap >= CHUNK_DELAY_S / 2) >= 3
+
+
+def test_nginx_example_hides_metrics_and_readiness_details(nginx_in_front: str) -> None:
+    """Channel names, models and costs never leave through the balancer, even with the token."""
+    for headers in ({}, {"authorization": f"Bearer {METRICS_TOKEN}"}):
+        metrics = httpx.get(f"{nginx_in_front}/metrics", headers=headers, timeout=10)
+        assert metrics.status_code == 404
+        assert metrics.json()["error"]["code"] == "unknown_route"
+        assert "fake-openai" not in metrics.text
+        ready = httpx.get(f"{nginx_in_front}/readyz", headers=headers, timeout=10)
+        assert ready.status_code == 200 and ready.json() == {"status": "ready"}

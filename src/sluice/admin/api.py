@@ -15,7 +15,7 @@ from sluice.admin.schemas import BodyError, KeyCreate, KeyUpdate, parse_body, pa
 from sluice.errors import AuthenticationFailed, InvalidRequest, NotFound, ServiceUnavailable
 from sluice.health_probe import probe_channel, probe_model
 from sluice.keys import KeyRecord
-from sluice.relay.http import json_response, read_json_body
+from sluice.relay.http import client_ip, json_response, read_json_body
 from sluice.settings import ConfigError, load_settings
 from sluice.state import AppState
 from sluice.storage.usage_queries import UsageFilter
@@ -40,12 +40,19 @@ def _state(request: Request) -> AppState:
 
 def _require_admin(request: Request) -> AppState:
     state = _state(request)
+    # A throttled address is refused before its key is even compared, the right key too:
+    # otherwise the 429s would still tell a guesser which guess was right.
+    address = client_ip(request)
+    state.admin_throttle.check(address)
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise AuthenticationFailed("Admin routes need 'Authorization: Bearer <admin key>'.")
+    # Digests of equal length compared in constant time: the time taken says nothing of
+    # how much of a guess was right.
     digest = hashlib.sha256(token.strip().encode()).hexdigest()
     if not hmac.compare_digest(digest, state.admin_key_hash):
+        state.admin_throttle.record_failure(address)
         raise AuthenticationFailed("Incorrect admin key.", code="invalid_admin_key")
     return state
 

@@ -59,8 +59,9 @@ async def authenticate(state: AppState, request: Request) -> KeyRecord:
         request.headers.get("authorization"),
         request.headers.get("x-api-key") or request.headers.get("api-key"),
     )
-    record = await state.key_cache.lookup(secret)
-    check_key(record, client_ip(request))
+    address = client_ip(request)
+    record = await state.key_cache.lookup(secret, address)
+    check_key(record, address)
     return record
 
 
