@@ -22,6 +22,7 @@ import orjson
 import uvicorn
 
 from sluice.app import create_app
+from sluice.server_protocol import uvicorn_options
 from sluice.settings import Settings, parse_settings
 from sluice.state import AppState
 
@@ -154,7 +155,7 @@ def start_gateway(
     port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False,
-        timeout_keep_alive=max(int(settings.keep_alive_s), 1),  # as `sluice serve` sets it
+        **uvicorn_options(settings),  # protocol, deadlines, proxy headers: as `sluice serve`
     )  # fmt: skip
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

@@ -35,6 +35,7 @@ from sluice.errors import (
     SluiceError,
     error_body,
 )
+from sluice.forwarded import ForwardedForMiddleware, TrustedProxies
 from sluice.health_probe import run_probe_loop
 from sluice.inbound import anthropic_routes
 from sluice.observability.access_log import (
@@ -220,6 +221,10 @@ def create_app(
             max_age=settings.cors.max_age_s,
         ),
     ]
+    if settings.trusted_proxies:
+        # First of all: the access log, allow-lists and throttles see the client behind them.
+        trusted = TrustedProxies(settings.trusted_proxies)
+        middleware.insert(0, Middleware(ForwardedForMiddleware, trusted=trusted))
     return Starlette(
         routes=routes,
         middleware=middleware,

@@ -3,6 +3,8 @@
 A request takes a lease at admission and gives it back when it is settled (settlement happens
 exactly once per admitted request, whatever the outcome). ``MemoryConcurrency`` counts in this
 process (the embedded default); the Redis implementation shares the count between replicas.
+Keys without their own limit get ``limits.default_max_concurrent`` per worker, counted locally
+even with Redis: a guard against one tenant taking a worker, not worth a round trip per request.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ class Lease:
 class ConcurrencyLimiter(Protocol):
     async def acquire(self, key_id: str, limit: int, request_id: str) -> Lease | None: ...
 
+    async def acquire_local(self, key_id: str, limit: int, request_id: str) -> Lease | None:
+        """A slot counted in this process only (the default cap of keys without their own)."""
+        ...
+
     async def release(self, lease: Lease) -> None: ...
 
 
@@ -37,6 +43,8 @@ class MemoryConcurrency:
             return None
         self._in_flight[key_id] = held + 1
         return Lease(key_id, request_id)
+
+    acquire_local = acquire
 
     async def release(self, lease: Lease) -> None:
         if lease.released:

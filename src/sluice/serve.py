@@ -17,6 +17,7 @@ import uvicorn
 from sluice.app import ENV_ADMIN_KEY_HASH, ENV_LOCAL_ENDPOINTS
 from sluice.local_model import LocalModelServer, smollm2_model_path
 from sluice.observability.metrics import MULTIPROC_ENV
+from sluice.server_protocol import uvicorn_options
 from sluice.settings import LOCAL_MODEL_NAME, ConfigError, Settings, load_settings
 from sluice.storage.db import create_engine, is_sqlite
 from sluice.storage.key_store import KeyStore
@@ -167,13 +168,15 @@ def serve(config: Path | None, host: str, port: int, workers: int) -> int:
         "host": host,
         "port": port,
         "loop": "uvloop",
-        "http": "httptools",
-        "ws": "none",  # no WebSocket routes: do not load a WebSocket implementation per worker
         "access_log": False,
         "log_level": settings.log_level,
         "timeout_graceful_shutdown": int(settings.shutdown_grace_s),
-        "timeout_keep_alive": max(int(settings.keep_alive_s), 1),
+        # httptools with slow-client deadlines, no uvicorn proxy headers, keep-alive
+        **uvicorn_options(settings),
     }
+    if os.environ.get("FORWARDED_ALLOW_IPS"):
+        print("sluice: FORWARDED_ALLOW_IPS is ignored; list your load balancers in "
+              "trusted_proxies (docs/config.md)", file=sys.stderr)  # fmt: skip
     try:
         if workers > 1 and reuse_port_supported():
             pool = WorkerPool(uvicorn_config, workers, settings.shutdown_grace_s)

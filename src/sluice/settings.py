@@ -7,6 +7,7 @@ The path comes from ``--config`` or ``SLUICE_CONFIG``; with neither, the embedde
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -103,6 +104,14 @@ class LimitsConfig(_Strict, frozen=True):
     default_max_tokens: PositiveInt = 4096
     key_cache_ttl_s: NonNegativeFloat = 5.0
     max_json_depth: PositiveInt = 64
+    # Slow clients (slowloris): a connection must deliver its request line and headers, then
+    # its body, within these; otherwise it gets 408 and is closed (see server_protocol.py).
+    header_timeout_s: PositiveFloat = 10.0
+    body_timeout_s: PositiveFloat = 60.0
+    # Connections (and requests in flight) one worker accepts; over it, 503 server_overloaded.
+    max_connections_per_worker: PositiveInt | None = 2048
+    # Requests in flight per key and worker for keys without their own max_concurrent; 0 = off.
+    default_max_concurrent: NonNegativeInt = 64
 
 
 class AuthConfig(_Strict, frozen=True):
@@ -230,14 +239,33 @@ class Settings(_Strict, frozen=True):
     # 5 s, aiohttp 15 s, most load balancers 60 s), so the client always closes first and
     # never sends a request on a connection the server is closing at that very moment.
     keep_alive_s: PositiveFloat = 75.0
+    # Peers (CIDRs) whose X-Forwarded-For is believed: the load balancers in front of Sluice.
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
     channels: list[ChannelConfig] = msgspec.field(default_factory=list)
     source_path: str | None = None
 
     def __post_init__(self) -> None:
+        _check_trusted_proxies(self.trusted_proxies)
         names = [c.name for c in self.channels]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"channels: duplicate channel names: {', '.join(duplicates)}")
+
+
+def _check_trusted_proxies(cidrs: list[str]) -> None:
+    for cidr in cidrs:
+        if cidr.strip() in ("*", "0.0.0.0/0", "::/0"):
+            # Trusting every peer lets any client choose the address IP allow-lists check.
+            raise ValueError(
+                f"trusted_proxies: {cidr!r} would trust every client's X-Forwarded-For; "
+                "list the addresses of your load balancers instead"
+            )
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"trusted_proxies: {cidr!r} is not an IP address or CIDR network"
+            ) from None
 
 
 def _interpolate(value: Any) -> Any:

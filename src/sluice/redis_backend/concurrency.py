@@ -52,6 +52,10 @@ class RedisConcurrency:
             return await self._fallback.acquire(key_id, limit, request_id)
         return Lease(key_id, request_id, local=False) if int(got) == 1 else None
 
+    async def acquire_local(self, key_id: str, limit: int, request_id: str) -> Lease | None:
+        # Local leases are released to the same in-process counter (``lease.local``).
+        return await self._fallback.acquire(key_id, limit, request_id)
+
     async def release(self, lease: Lease) -> None:
         if lease.local:
             await self._fallback.release(lease)

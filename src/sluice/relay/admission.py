@@ -213,13 +213,18 @@ async def _take_slot(
     state: AppState, key: KeyRecord, request_id: str, reserved_tokens: int
 ) -> Lease | None:
     """A slot under the key's max_concurrent, or 429 (nothing stays reserved)."""
-    if key.max_concurrent is None:
-        return None
-    lease = await state.concurrency.acquire(key.id, key.max_concurrent, request_id)
+    limit = key.max_concurrent
+    if limit is not None:
+        lease = await state.concurrency.acquire(key.id, limit, request_id)
+    else:  # the default cap: per worker, in memory (concurrency.py says why)
+        limit = state.settings.limits.default_max_concurrent
+        if not limit:
+            return None
+        lease = await state.concurrency.acquire_local(key.id, limit, request_id)
     if lease is None:
         await state.limiter.adjust_tokens(key.id, key.tpm, -reserved_tokens)
         raise RateLimited(
-            f"Too many concurrent requests for this key (limit {key.max_concurrent}). "
+            f"Too many concurrent requests for this key (limit {limit}). "
             "Retry when one of your requests has finished.",
             code="concurrency_limit_exceeded",
             headers={"retry-after": "1"},

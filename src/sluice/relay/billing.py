@@ -175,8 +175,10 @@ async def settle_soon(state: AppState, admission: Admission, outcome: Outcome) -
     In-process, or for a request admitted from an allowance (settled in its lease's next
     batch), they complete without suspending, and a task would cost more than the work.
     """
+    lease = admission.lease
     waits = state.redis is not None and (
-        admission.lease is not None or _settling_allowances(state, admission) is None
+        # a lease counted in this process (the default cap) is given back without a round trip
+        (lease is not None and not lease.local) or _settling_allowances(state, admission) is None
     )
     if not waits:
         await settle_logged(state, admission, outcome)

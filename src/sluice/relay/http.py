@@ -16,6 +16,7 @@ from sluice.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from sluice.server_protocol import body_timed_out
 
 __all__ = [
     "read_json_body",
@@ -85,6 +86,10 @@ async def read_json_body(request: Request, max_bytes: int, max_depth: int) -> tu
                 raise PayloadTooLarge(f"The request body exceeds the limit of {max_bytes} bytes.")
             chunks.append(chunk)
     except ClientDisconnect:
+        if body_timed_out(request.scope):  # the server cut it off and already answered 408
+            raise InvalidRequest(
+                "The request body was not received in time.", status=408, code="request_timeout"
+            ) from None
         raise ClientClosedRequest("The client closed the connection mid-request.") from None
     raw = b"".join(chunks)
     if not raw.strip():
