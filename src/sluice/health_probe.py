@@ -47,7 +47,10 @@ async def probe_channel(state: AppState, channel: Channel, model: str) -> dict[s
         payload = await response.read()
         response.release()
         if response.status >= 400:
-            failure = channel.adapter.parse_error(response.status, response.headers, payload)
+            secret = channel.config.api_key.get_secret_value()
+            failure = channel.adapter.parse_error(
+                response.status, response.headers, payload, secret
+            )
             outcome.update(ok=False, status=failure.status, error=failure.message)
         else:
             channel.adapter.parse_response(call, payload)

@@ -22,6 +22,7 @@ __all__ = [
     "ChannelConfig",
     "CircuitConfig",
     "ConfigError",
+    "ImageFetchConfig",
     "Secret",
     "Settings",
     "load_settings",
@@ -164,6 +165,21 @@ class CircuitConfig(_Strict, frozen=True):
     probe_interval_s: NonNegativeFloat = 300.0
 
 
+class ImageFetchConfig(_Strict, frozen=True):
+    """Remote image URLs Sluice downloads for Anthropic and Gemini channels, per request.
+
+    Every byte and second here is spent on a URL the tenant chose, before the upstream is
+    called: the caps keep one request from holding a worker's memory or time.
+    """
+
+    max_images: PositiveInt = 20
+    max_image_bytes: PositiveInt = 5 * 1024 * 1024  # Anthropic's per-image limit
+    # All images of the request together, as received (never decompressed).
+    max_total_bytes: PositiveInt = 20 * 1024 * 1024
+    # All fetches of the request together; also bounded by what is left of retry.deadline_s.
+    timeout_s: PositiveFloat = 15.0
+
+
 class UsageConfig(_Strict, frozen=True):
     batch_interval_ms: PositiveInt = 50
     batch_max_rows: PositiveInt = 500
@@ -234,6 +250,7 @@ class Settings(_Strict, frozen=True):
     circuit: CircuitConfig = msgspec.field(default_factory=CircuitConfig)
     pricing: PricingConfig = msgspec.field(default_factory=PricingConfig)
     usage: UsageConfig = msgspec.field(default_factory=UsageConfig)
+    image_fetch: ImageFetchConfig = msgspec.field(default_factory=ImageFetchConfig)
     shutdown_grace_s: NonNegativeFloat = 30.0
     # Idle client connections are kept this long. Longer than clients' own idle limits (httpx
     # 5 s, aiohttp 15 s, most load balancers 60 s), so the client always closes first and

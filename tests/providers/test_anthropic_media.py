@@ -19,7 +19,7 @@ from aiohttp import web
 from sluice.errors import InvalidRequest
 from sluice.providers import media
 from sluice.providers.base import RelayCall
-from sluice.settings import ChannelConfig
+from sluice.settings import ChannelConfig, ImageFetchConfig
 from tests.conformance.conftest import PNG_BYTES
 from tests.fakes.anthropic_upstream import UPSTREAM_KEY, FakeAnthropic, error_body
 from tests.fakes.openai_upstream import Scripted
@@ -94,8 +94,13 @@ def images(loop_thread: LoopThread) -> Iterator[Images]:
     loop_thread.run(server.runner.cleanup())
 
 
-def inline(loop_thread: LoopThread, call: RelayCall, channel: ChannelConfig) -> RelayCall:
-    return loop_thread.run(media.inline_remote_images(call, channel))
+def inline(
+    loop_thread: LoopThread,
+    call: RelayCall,
+    channel: ChannelConfig,
+    limits: ImageFetchConfig | None = None,
+) -> RelayCall:
+    return loop_thread.run(media.inline_remote_images(call, channel, limits))
 
 
 def test_inlines_allowed_urls_and_follows_redirects(
@@ -145,17 +150,17 @@ def test_loopback_server_is_never_contacted_when_refused(
     assert images.hits == 0
 
 
-def test_size_cap(loop_thread: LoopThread, images: Images, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(media, "MAX_IMAGE_BYTES", 4096)
+def test_size_cap(loop_thread: LoopThread, images: Images) -> None:
+    limits = ImageFetchConfig(max_image_bytes=4096)
     with pytest.raises(InvalidRequest) as caught:
-        inline(loop_thread, call_with(images.url("/big.png")), LENIENT)
+        inline(loop_thread, call_with(images.url("/big.png")), LENIENT, limits)
     assert "larger than" in caught.value.message
 
 
-def test_timeout(loop_thread: LoopThread, images: Images, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(media, "FETCH_TIMEOUT_S", 0.2)
+def test_timeout(loop_thread: LoopThread, images: Images) -> None:
+    limits = ImageFetchConfig(timeout_s=0.2)
     with pytest.raises(InvalidRequest) as caught:
-        inline(loop_thread, call_with(images.url("/slow.png")), LENIENT)
+        inline(loop_thread, call_with(images.url("/slow.png")), LENIENT, limits)
     assert "longer than" in caught.value.message
 
 

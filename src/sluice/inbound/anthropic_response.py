@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from sluice.providers.failures import redact_secrets
 from sluice.providers.sse import SseSplitter
 
 __all__ = [
@@ -381,7 +382,9 @@ class AnthropicStreamWriter:
         message = "The upstream failed during the stream."
         code = None
         if isinstance(error, dict):
-            message = str(error.get("message") or message)
+            # Already masked by the stream translator; masked again here so this path can
+            # never carry an upstream's key or account ids, whatever produced the frame.
+            message = redact_secrets(str(error.get("message") or message))
             code = error.get("code")
         kind = "timeout_error" if code == "upstream_timeout" else "api_error"
         return self._error(kind, message)

@@ -72,10 +72,12 @@ class AnthropicAdapter:
     def parse_response(self, call: RelayCall, body: bytes) -> ParsedResponse:
         return parse_message(call, body)
 
-    def stream_translator(self, call: RelayCall) -> AnthropicStreamTranslator:
-        return AnthropicStreamTranslator(call)
+    def stream_translator(self, call: RelayCall, secret: str = "") -> AnthropicStreamTranslator:
+        return AnthropicStreamTranslator(call, secret)
 
-    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamFailure:
+    def parse_error(
+        self, status: int, headers: Mapping[str, str], body: bytes, secret: str = ""
+    ) -> UpstreamFailure:
         message, kind = anthropic_error_details(body)
         if kind == "overloaded_error":
             status = _OVERLOADED_STATUS  # overloaded is retryable whatever status carried it
@@ -93,4 +95,5 @@ class AnthropicAdapter:
             # Anthropic's client-side types (not_found_error, request_too_large, ...) are all
             # invalid requests in OpenAI's vocabulary.
             provider_type="invalid_request_error",
+            secret=secret,
         )

@@ -23,20 +23,22 @@ import orjson
 from sluice.providers.anthropic_request import JSON_TOOL_NAME, json_mode_forced
 from sluice.providers.anthropic_response import finish_reason, openai_usage, usage_tokens
 from sluice.providers.base import DONE_FRAME, RelayCall, UpstreamFailure, UsageTokens, sse_frame
+from sluice.providers.failures import redact_secrets
 from sluice.providers.sse import SseSplitter
 
 __all__ = ["AnthropicStreamTranslator", "stream_failure"]
 
 
-def stream_failure(error: Any) -> UpstreamFailure:
+def stream_failure(error: Any, secret: str = "") -> UpstreamFailure:
     """An ``error`` event's payload -> a failure (overloaded is retryable, as over HTTP)."""
     kind_name = error.get("type") if isinstance(error, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
     overloaded = kind_name == "overloaded_error"
+    text = redact_secrets(str(message or kind_name or "unknown error"), secret)
     return UpstreamFailure(
         status=503 if overloaded else 502,
         kind="overloaded" if overloaded else "server",
-        message=f"Upstream error during stream: {message or kind_name or 'unknown error'}",
+        message=f"Upstream error during stream: {text}",
         code="upstream_overloaded" if overloaded else "upstream_stream_error",
     )
 
@@ -57,8 +59,9 @@ class _State:
 
 
 class AnthropicStreamTranslator:
-    def __init__(self, call: RelayCall) -> None:
+    def __init__(self, call: RelayCall, secret: str = "") -> None:
         self._call = call
+        self._secret = secret  # the channel's key, masked in error events
         self._json_mode = json_mode_forced(call.body)
         self._splitter = SseSplitter()
         self._state = _State(model=call.upstream_model, created=int(time.time()))
@@ -131,7 +134,7 @@ class AnthropicStreamTranslator:
         if kind == "message_stop":
             return self._message_stop()
         if kind == "error":
-            return self._fail(stream_failure(event.get("error")))
+            return self._fail(stream_failure(event.get("error"), self._secret))
         return []  # ping, content_block_stop, and event types added later
 
     def _fail(self, failure: UpstreamFailure) -> list[bytes]:

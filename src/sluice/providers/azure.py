@@ -114,8 +114,10 @@ class AzureAdapter:
     def parse_response(self, call: RelayCall, body: bytes) -> ParsedResponse:
         return self._openai.parse_response(call, body)
 
-    def stream_translator(self, call: RelayCall) -> AzureStreamTranslator:
-        return AzureStreamTranslator(self._openai.stream_translator(call))
+    def stream_translator(self, call: RelayCall, secret: str = "") -> AzureStreamTranslator:
+        return AzureStreamTranslator(self._openai.stream_translator(call, secret))
 
-    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamFailure:
-        return self._openai.parse_error(status, headers, body)
+    def parse_error(
+        self, status: int, headers: Mapping[str, str], body: bytes, secret: str = ""
+    ) -> UpstreamFailure:
+        return self._openai.parse_error(status, headers, body, secret)

@@ -16,12 +16,24 @@ from sluice.providers.base import FailureKind, UpstreamFailure
 __all__ = ["classify", "parse_retry_after", "redact_secrets"]
 
 _KEYLIKE = re.compile(r"(sk|key|pk|rk|AIza)[-_A-Za-z0-9]{12,}")
+# The operator's account at the provider: OpenAI names its organisation (``org-…``) and project
+# (``proj_…``) in quota and rate-limit messages. Tenants must not learn them.
+_ACCOUNT_ID = re.compile(r"(?<![A-Za-z0-9])(?:org|proj)[-_][A-Za-z0-9][-_A-Za-z0-9]{3,}")
 _MAX_MESSAGE = 500
 
 
-def redact_secrets(message: str) -> str:
-    """Mask anything shaped like an API key: upstream messages sometimes echo them."""
-    return _KEYLIKE.sub("[redacted]", message)[:_MAX_MESSAGE]
+def redact_secrets(message: str, secret: str = "") -> str:
+    """An upstream's message made safe for a tenant: the channel's own key (``secret``, whatever
+    its shape), anything shaped like an API key and the operator's account ids are masked.
+
+    Every path that shows a tenant an upstream's words goes through here (non-stream error
+    bodies, mid-stream error events, the Anthropic dialect's errors). The message is cut to
+    its final length only after masking, so a key at the cut cannot leave half unmasked.
+    """
+    if secret:
+        message = message.replace(secret, "[redacted]")
+    message = _ACCOUNT_ID.sub("[redacted]", _KEYLIKE.sub("[redacted]", message))
+    return message[:_MAX_MESSAGE]
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -58,9 +70,11 @@ def classify(
     code: str | None = None,
     param: str | None = None,
     provider_type: str | None = None,
+    secret: str = "",
 ) -> UpstreamFailure:
+    """``secret``: the channel's key, masked wherever the upstream echoes it."""
     retry_after = parse_retry_after(headers)
-    text = redact_secrets(message or f"upstream returned HTTP {status}")
+    text = redact_secrets(message or f"upstream returned HTTP {status}", secret)
     kind: FailureKind
     if status in _CLIENT_STATUSES:
         return UpstreamFailure(

@@ -92,15 +92,18 @@ class GeminiAdapter:
         )
         return ParsedResponse(body=orjson.dumps(completion), usage=usage)
 
-    def stream_translator(self, call: RelayCall) -> GeminiStreamTranslator:
+    def stream_translator(self, call: RelayCall, secret: str = "") -> GeminiStreamTranslator:
         n = call.body.get("n")
         return GeminiStreamTranslator(
             model=call.requested_model,
             n=n if isinstance(n, int) else 1,
             include_usage=call.client_wants_usage,
+            secret=secret,
         )
 
-    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamFailure:
+    def parse_error(
+        self, status: int, headers: Mapping[str, str], body: bytes, secret: str = ""
+    ) -> UpstreamFailure:
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -110,4 +113,4 @@ class GeminiAdapter:
             error = parsed[0].get("error")  # streaming endpoints wrap errors in a list
         if not isinstance(error, dict):
             return classify(status, headers, message=None)
-        return failure_from_error(status, headers, error)
+        return failure_from_error(status, headers, error, secret)

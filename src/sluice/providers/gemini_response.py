@@ -229,7 +229,9 @@ def _key_invalid(details: Any) -> bool:
     )
 
 
-def failure_from_error(status: int, headers: Mapping[str, str], error: Any) -> UpstreamFailure:
+def failure_from_error(
+    status: int, headers: Mapping[str, str], error: Any, secret: str = ""
+) -> UpstreamFailure:
     """Classify Gemini's ``{"error": {"code", "message", "status", "details"}}``."""
     message = error.get("message") if isinstance(error, dict) else None
     code_name = error.get("status") if isinstance(error, dict) else None
@@ -245,4 +247,5 @@ def failure_from_error(status: int, headers: Mapping[str, str], error: Any) -> U
         lowered,
         message=message if isinstance(message, str) else None,
         code=code_name.lower() if isinstance(code_name, str) else None,
+        secret=secret,
     )

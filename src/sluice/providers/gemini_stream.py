@@ -40,8 +40,9 @@ class _Choice:
 
 
 class GeminiStreamTranslator:
-    def __init__(self, *, model: str, n: int, include_usage: bool) -> None:
+    def __init__(self, *, model: str, n: int, include_usage: bool, secret: str = "") -> None:
         self._model = model
+        self._secret = secret  # the channel's key, masked in error events
         self._n = max(n, 1)
         self._include_usage = include_usage
         self._id = "chatcmpl-" + secrets.token_hex(12)
@@ -108,7 +109,8 @@ class GeminiStreamTranslator:
         if isinstance(parsed.get("error"), dict):
             error = parsed["error"]
             code = error.get("code")
-            failure = failure_from_error(code if isinstance(code, int) else 500, {}, error)
+            status = code if isinstance(code, int) else 500
+            failure = failure_from_error(status, {}, error, self._secret)
             return [self._fail_frame(failure)]
         usage = usage_from_gemini(parsed.get("usageMetadata"))
         if usage is not None:

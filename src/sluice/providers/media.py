@@ -2,88 +2,77 @@
 
 Adapters are pure, so a channel whose provider cannot take an image URL has the relay call
 ``inline_remote_images`` first: every ``image_url`` part with an http(s) URL is downloaded and
-replaced by a base64 data URL. The fetch is guarded against SSRF: private, loopback,
-link-local, multicast and reserved addresses are refused unless the channel sets
-``allow_private_image_urls``. The check runs inside the connector's DNS resolver, on the very
-addresses the connection will use, so a name that re-resolves to an internal address between
-check and connect (DNS rebinding) is still refused. Redirects are followed by hand (each hop
-re-checked), bodies are capped in size and the whole fetch is bounded in time.
+replaced by a base64 data URL.
+
+The URLs are the tenant's, so the fetch is guarded (``media_guard``): only globally routable
+addresses are connected to, checked where the connection is made, on every redirect hop,
+unless the channel sets ``allow_private_image_urls``. Every way of not reaching a host —
+refused by the guard, connection refused, no such name — gives the tenant the same answer, so
+the error cannot be used to map internal ports. The request's fetches share one budget
+(``image_fetch`` settings): a number of images, bytes per image and in total, counted as
+received (bodies are never decompressed: ``Accept-Encoding: identity``, and a compressed
+answer is refused), and a time limit inside the request's deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import ipaddress
-import socket
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import orjson
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
+from yarl import URL
 
 from sluice.errors import InvalidRequest
 from sluice.providers.base import RelayCall
-from sluice.settings import ChannelConfig
+from sluice.providers.media_guard import (
+    AddressPolicy,
+    GuardedResolver,
+    any_address,
+    check_url,
+    guarded_socket_factory,
+    public_address,
+)
+from sluice.settings import ChannelConfig, ImageFetchConfig
 
-__all__ = [
-    "INLINE_IMAGE_CHANNEL_TYPES",
-    "MAX_IMAGE_BYTES",
-    "FETCH_TIMEOUT_S",
-    "inline_remote_images",
-    "needs_inlining",
-]
+__all__ = ["INLINE_IMAGE_CHANNEL_TYPES", "inline_remote_images", "needs_inlining"]
 
 # Channel types whose providers need image bytes rather than URLs.
 INLINE_IMAGE_CHANNEL_TYPES = frozenset({"anthropic", "gemini"})
-MAX_IMAGE_BYTES = 5 * 1024 * 1024  # Anthropic's per-image limit
-FETCH_TIMEOUT_S = 10.0
 _MAX_REDIRECTS = 3
-_MAX_IMAGES = 20
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_HEADERS = {"Accept": "image/*", "Accept-Encoding": "identity"}
 _SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
     (b"GIF87a", "image/gif"),
     (b"GIF89a", "image/gif"),
 )
+_SNIFFED = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+_UNREACHABLE = (
+    "it could not be downloaded (the host is unreachable, or its address is private, loopback "
+    "or link-local, which this channel does not allow)."
+)
 
 
-class _Refused(Exception):
-    pass
+class _Unusable(Exception):
+    """The host answered, but not with an image Sluice can use; the message says why."""
 
 
-def _address_allowed(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    )
+class _TooLarge(Exception):
+    """One image is over ``max_image_bytes``."""
 
 
-class _GuardedResolver(AbstractResolver):
-    """Resolves like aiohttp's default, then refuses if any address is internal."""
+class _OverBudget(Exception):
+    """The request's images together are over ``max_total_bytes``."""
 
-    def __init__(self) -> None:
-        self._inner = DefaultResolver()
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        if not results or not all(_address_allowed(r["host"]) for r in results):
-            raise _Refused(host)
-        return results
-
-    async def close(self) -> None:
-        await self._inner.close()
+@dataclass(slots=True)
+class _Budget:
+    limits: ImageFetchConfig
+    bytes_left: int
 
 
 def needs_inlining(call: RelayCall) -> bool:
@@ -107,10 +96,8 @@ def _remote_parts(body: dict[str, Any]) -> Any:
                     yield m_index, p_index, url
 
 
-def _refuse(param: str, reason: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"Could not use the image at '{param}': {reason}", param=param, code="invalid_image_url"
-    )
+def _refuse(param: str, reason: str, code: str = "invalid_image_url") -> InvalidRequest:
+    return InvalidRequest(f"Could not use the image at '{param}': {reason}", param=param, code=code)
 
 
 def _media_type(header: str | None, data: bytes) -> str | None:
@@ -120,105 +107,154 @@ def _media_type(header: str | None, data: bytes) -> str | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
     kind = (header or "").split(";", 1)[0].strip().lower()
-    return kind if kind.startswith("image/") else None
+    # A type whose signature is known but absent is not that image (e.g. compressed bytes).
+    return kind if kind.startswith("image/") and kind not in _SNIFFED else None
 
 
-def _check_target(url: str, allow_private: bool) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _Refused(url)
-    if allow_private:
-        return
-    try:
-        literal = ipaddress.ip_address(parts.hostname)
-    except ValueError:
-        return  # a name: checked by the resolver at connect time
-    # aiohttp skips the resolver for IP literals, so they are checked here.
-    if not _address_allowed(str(literal)):
-        raise _Refused(url)
-
-
-async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+async def _read_capped(response: aiohttp.ClientResponse, budget: _Budget) -> bytes:
+    cap = budget.limits.max_image_bytes
     declared = response.content_length
-    if declared is not None and declared > MAX_IMAGE_BYTES:
-        raise ValueError("too large")
+    if declared is not None:
+        if declared > cap:
+            raise _TooLarge
+        if declared > budget.bytes_left:
+            raise _OverBudget
     data = bytearray()
     async for chunk in response.content.iter_chunked(64 * 1024):
         data.extend(chunk)
-        if len(data) > MAX_IMAGE_BYTES:
-            raise ValueError("too large")
+        if len(data) > cap:
+            raise _TooLarge
+        if len(data) > budget.bytes_left:
+            raise _OverBudget
+    budget.bytes_left -= len(data)
     return bytes(data)
 
 
-async def _fetch(session: aiohttp.ClientSession, url: str, allow_private: bool) -> bytes:
-    """Return a data URL for ``url``; raises ``_Refused`` / ``ValueError`` / aiohttp errors."""
+async def _fetch(
+    session: aiohttp.ClientSession, url: URL, policy: AddressPolicy, budget: _Budget
+) -> bytes:
+    """A data URL for ``url``; raises ``_Unusable``, ``_TooLarge``, ``_OverBudget``,
+    ``OSError`` (``BlockedAddress`` among them), aiohttp errors or ``ValueError`` (a URL that
+    cannot be parsed)."""
     for _ in range(_MAX_REDIRECTS + 1):
-        _check_target(url, allow_private)
-        async with session.get(url, allow_redirects=False) as response:
-            if response.status in (301, 302, 303, 307, 308) and "location" in response.headers:
-                url = urljoin(url, response.headers["location"])
+        check_url(url, policy)
+        async with session.get(url, allow_redirects=False, headers=_HEADERS) as response:
+            if response.status in _REDIRECTS and "location" in response.headers:
+                url = url.join(URL(response.headers["location"]))
                 continue
             if response.status != 200:
-                raise ValueError(f"the server answered HTTP {response.status}")
-            data = await _read_capped(response)
+                raise _Unusable(f"the server answered HTTP {response.status}")
+            encoding = response.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                # Asked for identity; decompressing would let a small body fill memory.
+                raise _Unusable("the server sent it compressed (Content-Encoding), not as is")
+            data = await _read_capped(response, budget)
             media_type = _media_type(response.headers.get("content-type"), data)
             if media_type is None:
-                raise ValueError("the response is not an image")
+                raise _Unusable("the response is not an image")
             return f"data:{media_type};base64,".encode() + base64.b64encode(data)
-    raise ValueError("too many redirects")
+    raise _Unusable(f"more than {_MAX_REDIRECTS} redirects")
 
 
-def _session(allow_private: bool) -> aiohttp.ClientSession:
+def _session(policy: AddressPolicy) -> aiohttp.ClientSession:
     # A short-lived session of its own: the shared upstream session must be able to reach
-    # private addresses (local channels), so it cannot carry the guarded resolver.
+    # private addresses (local channels), so it cannot carry the guard. No proxy from the
+    # environment (the socket would connect to the proxy, not to the checked address), no
+    # cookies, no decompression.
     connector = aiohttp.TCPConnector(
-        resolver=None if allow_private else _GuardedResolver(), limit=8, force_close=True
+        resolver=GuardedResolver(policy),
+        socket_factory=guarded_socket_factory(policy),
+        use_dns_cache=False,
+        limit=8,
+        force_close=True,
     )
-    timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S, connect=FETCH_TIMEOUT_S)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None),  # the caller's budget bounds every fetch
+        auto_decompress=False,
+        trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
 
 
 async def _fetch_one(
-    session: aiohttp.ClientSession, url: str, allow_private: bool, param: str
+    session: aiohttp.ClientSession,
+    url: str,
+    policy: AddressPolicy,
+    budget: _Budget,
+    param: str,
+    ends: float,
 ) -> bytes:
+    limits = budget.limits
     try:
-        return await _fetch(session, url, allow_private)
-    except _Refused:
+        async with asyncio.timeout_at(ends):
+            return await _fetch(session, URL(url), policy, budget)
+    except TimeoutError:
         raise _refuse(
             param,
-            "the URL points to a private, loopback or link-local address, which this channel "
-            "does not allow.",
+            f"fetching the request's images took longer than {limits.timeout_s:g}s.",
+            "image_fetch_timeout",
         ) from None
-    except ValueError as exc:
-        reason = str(exc)
-        if reason == "too large":
-            reason = f"the image is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB"
-        raise _refuse(param, reason + ".") from None
-    except TimeoutError:
-        raise _refuse(param, f"fetching it took longer than {FETCH_TIMEOUT_S:g}s.") from None
-    except (aiohttp.ClientError, OSError) as exc:
-        raise _refuse(param, f"fetching it failed ({type(exc).__name__}).") from None
+    except _TooLarge:
+        size = f"{limits.max_image_bytes / (1024 * 1024):g} MB"
+        raise _refuse(param, f"the image is larger than {size}.") from None
+    except _OverBudget:
+        size = f"{limits.max_total_bytes / (1024 * 1024):g} MB"
+        raise _refuse(
+            param, f"the request's images together are larger than {size}.", "images_too_large"
+        ) from None
+    except (aiohttp.ClientError, OSError):
+        # One answer for every way of not reaching the host (refused by the guard, refused
+        # by the host, no such name, broken connection): no port scanning through errors.
+        raise _refuse(param, _UNREACHABLE) from None
+    except _Unusable as exc:
+        raise _refuse(param, f"{exc}.") from None
+    except ValueError:  # yarl cannot parse the URL (or a redirect's Location)
+        raise _refuse(param, "it is not a valid URL.") from None
 
 
-async def inline_remote_images(call: RelayCall, channel: ChannelConfig) -> RelayCall:
+async def inline_remote_images(
+    call: RelayCall,
+    channel: ChannelConfig,
+    limits: ImageFetchConfig | None = None,
+    *,
+    deadline: float | None = None,
+    policy: AddressPolicy = public_address,
+) -> RelayCall:
     """``call`` with remote image URLs replaced by data URLs (unchanged if there are none).
 
-    Raises ``InvalidRequest`` (400, code ``invalid_image_url``) when an image cannot be used.
+    ``deadline`` (event-loop time) is the request's; ``policy`` decides which addresses may be
+    connected to (a channel with ``allow_private_image_urls`` allows any). Raises
+    ``InvalidRequest`` (400) when an image cannot be used or the budget is exceeded.
     """
     targets = list(_remote_parts(call.body))
     if not targets:
         return call
-    if len(targets) > _MAX_IMAGES:
-        raise _refuse("messages", f"at most {_MAX_IMAGES} remote images are allowed.")
-    allow_private = channel.allow_private_image_urls
-    async with _session(allow_private) as session:
+    limits = limits or ImageFetchConfig()
+    if len(targets) > limits.max_images:
+        raise InvalidRequest(
+            f"At most {limits.max_images} remote images are allowed in one request "
+            f"({len(targets)} sent); send the others as data URLs.",
+            param="messages",
+            code="too_many_images",
+        )
+    if channel.allow_private_image_urls:
+        policy = any_address
+    loop = asyncio.get_running_loop()
+    ends = loop.time() + limits.timeout_s
+    if deadline is not None:
+        ends = min(ends, deadline)
+    budget = _Budget(limits, limits.max_total_bytes)
+    fetched: list[bytes] = []
+    async with _session(policy) as session:
         # One at a time: a refusal stops the rest, and no fetch outlives the session.
-        fetched = [
-            await _fetch_one(
-                session, url, allow_private, f"messages[{m}].content[{p}].image_url.url"
-            )
-            for m, p, url in targets
-        ]
+        for m, p, url in targets:
+            param = f"messages[{m}].content[{p}].image_url.url"
+            fetched.append(await _fetch_one(session, url, policy, budget, param, ends))
+    return _with_data_urls(call, targets, fetched)
+
+
+def _with_data_urls(call: RelayCall, targets: list[Any], fetched: list[bytes]) -> RelayCall:
     messages = [dict(m) if isinstance(m, dict) else m for m in call.body["messages"]]
     for (m_index, p_index, _url), data_url in zip(targets, fetched, strict=True):
         content = list(messages[m_index]["content"])

@@ -25,7 +25,7 @@ from sluice.providers.base import (
     UsageTokens,
     sse_frame,
 )
-from sluice.providers.failures import classify
+from sluice.providers.failures import classify, redact_secrets
 from sluice.providers.sse import SseSplitter, parse_span
 from sluice.settings import ChannelConfig
 
@@ -164,10 +164,12 @@ class OpenAIAdapter:
             raise UpstreamBadResponse("The upstream response has neither choices nor data.")
         return ParsedResponse(body=body, usage=usage_from_openai(parsed.get("usage")))
 
-    def stream_translator(self, call: RelayCall) -> OpenAIStreamTranslator:
-        return OpenAIStreamTranslator(strip_usage_chunk=not call.client_wants_usage)
+    def stream_translator(self, call: RelayCall, secret: str = "") -> OpenAIStreamTranslator:
+        return OpenAIStreamTranslator(strip_usage_chunk=not call.client_wants_usage, secret=secret)
 
-    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamFailure:
+    def parse_error(
+        self, status: int, headers: Mapping[str, str], body: bytes, secret: str = ""
+    ) -> UpstreamFailure:
         message, code, param, type_ = openai_error_details(body)
         return classify(
             status,
@@ -176,14 +178,16 @@ class OpenAIAdapter:
             code=code,
             param=param,
             provider_type=type_,
+            secret=secret,
         )
 
 
 class OpenAIStreamTranslator:
     """Pass-through of an OpenAI SSE stream that decodes only what metering needs."""
 
-    def __init__(self, *, strip_usage_chunk: bool) -> None:
+    def __init__(self, *, strip_usage_chunk: bool, secret: str = "") -> None:
         self._strip_usage_chunk = strip_usage_chunk
+        self._secret = secret  # the channel's key, masked in error events
         self._splitter = SseSplitter()
         self._usage: UsageTokens | None = None
         self._failure: UpstreamFailure | None = None
@@ -249,10 +253,11 @@ class OpenAIStreamTranslator:
 
     def _error_event(self, payload: bytes) -> bytes:
         message, code, _param, _type = openai_error_details(payload)
+        text = redact_secrets(message or "unknown error", self._secret)
         self._failure = UpstreamFailure(
             status=502,
             kind="server",
-            message=f"Upstream error during stream: {message or 'unknown error'}",
+            message=f"Upstream error during stream: {text}",
             code=code or "upstream_stream_error",
         )
         self._done = True

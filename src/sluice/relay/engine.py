@@ -19,7 +19,6 @@ from starlette.responses import Response
 
 from sluice.errors import InvalidRequest, NoAvailableChannel, SluiceError, UpstreamBadResponse
 from sluice.providers.base import Endpoint, FailureKind, RelayCall, UpstreamFailure
-from sluice.providers.failures import redact_secrets
 from sluice.providers.media import INLINE_IMAGE_CHANNEL_TYPES, inline_remote_images
 from sluice.relay.admission import Admission, admit
 from sluice.relay.billing import (
@@ -188,7 +187,9 @@ async def _try_channel(
         policy = channel.config.allow_private_image_urls
         done = attempt.inlined.get(policy)
         if done is None:
-            done = attempt.inlined[policy] = await inline_remote_images(call, channel.config)
+            done = attempt.inlined[policy] = await inline_remote_images(
+                call, channel.config, state.settings.image_fetch, deadline=deadline
+            )
         call = attempt.call = replace(call, body=done.body, raw_body=done.raw_body)
     upstream_request = channel.adapter.build_request(call, channel.config)
     # The upstream sees the same request id as the client and the usage row. Not the local
@@ -204,18 +205,13 @@ async def _try_channel(
         raise _AttemptFailed(exc.failure) from None
     if response.status >= 400:
         body = await _read_error_body(response)
-        failure = channel.adapter.parse_error(response.status, response.headers, body)
         secret = channel.config.api_key.get_secret_value()
-        if secret and secret in failure.message:
-            failure = _scrub(failure, secret)
-        raise _AttemptFailed(failure)
+        raise _AttemptFailed(
+            channel.adapter.parse_error(response.status, response.headers, body, secret)
+        )
     if call.stream:
         return await _start_stream(state, admission, attempt, response)
     return await _finish_whole(state, admission, attempt, response)
-
-
-def _scrub(failure: UpstreamFailure, secret: str) -> UpstreamFailure:
-    return replace(failure, message=redact_secrets(failure.message.replace(secret, "[redacted]")))
 
 
 def _with_local_usage(body: bytes, prompt_tokens: int) -> bytes:
@@ -289,7 +285,8 @@ async def _start_stream(
     state: AppState, admission: Admission, attempt: _Attempt, response: aiohttp.ClientResponse
 ) -> Response:
     """Read until the first client frame exists; failures up to here may still be retried."""
-    translator = attempt.channel.adapter.stream_translator(attempt.call)
+    secret = attempt.channel.config.api_key.get_secret_value()  # masked in error events
+    translator = attempt.channel.adapter.stream_translator(attempt.call, secret)
     first: list[bytes] = []
     chunks = response.content.iter_any()
     try:
