@@ -43,7 +43,7 @@ LITELLM_MASTER_KEY = "sk-litellm-bench-master"
 PORTKEY_VERSION = "1.15.2"
 PORTKEY_DIR = BENCH_DIR / "node_modules" / "@portkey-ai" / "gateway"
 
-SLUICE_ADMIN_KEY = "sk-admin-bench"
+SLUICE_ADMIN_KEY = "sk-admin-bench-0123456789abcdef0123456789"
 PG_HOST, PG_PORT, PG_DATABASE = "127.0.0.1", 5432, "sluice_bench"
 REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 13
 

@@ -28,7 +28,7 @@ from sluice.state import AppState
 
 T = TypeVar("T")
 
-ADMIN_KEY = "sk-admin-test-0123456789"
+ADMIN_KEY = "sk-admin-test-0123456789abcdef0123456789"
 
 
 def free_port() -> int:

@@ -17,7 +17,7 @@ from sluice.settings import parse_settings
 from sluice.storage.db import create_engine
 
 settings = parse_settings(
-    {"admin_key": "adm", "channels": [{"name": "a", "type": "openai", "api_key": "k"}]}
+    {"admin_key": "a" * 32, "channels": [{"name": "a", "type": "openai", "api_key": "k"}]}
 )
 assert settings.channels[0].api_key.get_secret_value() == "k"
 assert parse_body({"name": "n", "rpm": 5}, KeyCreate).rpm == 5

@@ -92,7 +92,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
             args.name,
             budget_micro=budget,
             expires_at=expires,
-            allowed_models=_csv(args.models),
+            allowed_models=None if args.models is None else _csv(args.models),
             allowed_ips=ips,
             rpm=args.rpm,
             tpm=args.tpm,
@@ -274,6 +274,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     path = Path(args.path)
     settings = load_settings(path)
     from sluice.providers.registry import supported_types
+    from sluice.providers.url_path import model_map_problems
 
     problems = [
         f"channel {c.name}: type '{c.type}' is not supported by this build"
@@ -285,6 +286,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         for c in settings.channels
         if c.type not in ("local",) and not c.base_url
     ]
+    problems += model_map_problems(settings.channels)
     if problems:
         print(f"{path}: {len(problems)} problem(s)")
         for problem in problems:
@@ -310,7 +312,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _key_limits(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-usd", type=float, help="budget in USD (update: -1 = unlimited)")
-    parser.add_argument("--models", help="allowed models, comma-separated globs")
+    parser.add_argument(
+        "--models",
+        help="allowed models, comma-separated globs; '*' = all (create's default), '' = none",
+    )
     parser.add_argument("--rpm", type=int, help="requests per minute (update: 0 = no limit)")
     parser.add_argument("--tpm", type=int, help="tokens per minute (update: 0 = no limit)")
     parser.add_argument(

@@ -10,7 +10,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["KeyRecord", "generate_key", "hash_key", "key_prefix", "looks_like_key"]
+__all__ = ["ALL_MODELS", "KeyRecord", "generate_key", "hash_key", "key_prefix", "looks_like_key"]
+
+# A key's ``allowed_models`` are globs; this one allows every model. It is written explicitly
+# (the default for a new key): an empty list allows no model at all (migration 0003).
+ALL_MODELS = "*"
 
 _KEY_PREFIX = "sk-"
 _SECRET_CHARS = 48
@@ -67,7 +71,7 @@ class KeyRecord:
         return self.expires_at is not None and (now or time.time()) >= self.expires_at
 
     def allows_model(self, model: str) -> bool:
-        if not self.allowed_models:
+        if ALL_MODELS in self.allowed_models:
             return True
         return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.allowed_models)
 

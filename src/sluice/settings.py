@@ -28,6 +28,7 @@ __all__ = [
     "load_settings",
     "parse_settings",
     "resolve_config_path",
+    "ADMIN_KEY_MIN_LENGTH",
     "DEFAULT_DATABASE_URL",
     "LOCAL_MODEL_NAME",
 ]
@@ -37,6 +38,9 @@ LOCAL_MODEL_NAME = "smollm2-135m-instruct"
 ChannelType = Literal["openai", "openai-compatible", "local", "azure", "anthropic", "gemini"]
 DEFAULT_RETRY_STATUSES = [408, 409, 429, 500, 502, 503, 504, 529]
 NEVER_RETRY_STATUSES = frozenset({400, 401, 403, 404, 422})
+
+# An admin key opens every tenant's keys and usage: shorter than this is a configuration error.
+ADMIN_KEY_MIN_LENGTH = 32
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -267,6 +271,13 @@ class Settings(_Strict, frozen=True):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"channels: duplicate channel names: {', '.join(duplicates)}")
+        if self.admin_key is not None:
+            length = len(self.admin_key.get_secret_value())
+            if length < ADMIN_KEY_MIN_LENGTH:
+                raise ValueError(
+                    f"admin_key: must be at least {ADMIN_KEY_MIN_LENGTH} characters, got {length} "
+                    "(omit it to have one generated, or use e.g. `openssl rand -hex 24`)"
+                )
 
 
 def _check_trusted_proxies(cidrs: list[str]) -> None:

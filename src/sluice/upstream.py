@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
+from sluice.compat.aiohttp import use_idle_timeout as _use_idle_timeout
 from sluice.providers.base import UpstreamFailure, UpstreamRequest
 
 __all__ = ["Timeouts", "UpstreamClient", "UpstreamUnavailable", "create_session"]
@@ -54,21 +55,6 @@ def create_session() -> aiohttp.ClientSession:
         raise_for_status=False,
         json_serialize=lambda _: "",  # never used: bodies are pre-serialised bytes
     )
-
-
-def _use_idle_timeout(response: aiohttp.ClientResponse, idle_s: float) -> None:
-    # The socket read timeout first bounds the wait for the response headers (time to first
-    # byte, counted from when the request was sent, so connecting is not included); once the
-    # headers are in, gaps between body chunks get the idle limit. The running timer is
-    # restarted too, or the first gap would still get the first-byte limit
-    # (tests/resilience/test_streams.py::test_long_first_byte_with_short_idle_gap).
-    connection = response.connection
-    protocol = connection.protocol if connection is not None else None
-    if protocol is not None:
-        protocol.read_timeout = idle_s
-        restart = getattr(protocol, "_reschedule_timeout", None)
-        if callable(restart):
-            restart()
 
 
 _MAX_CACHED = 4096  # distinct upstream URLs / timeout sets; a config has a few dozen

@@ -45,7 +45,7 @@ def _row(
 
 
 def _write_config(path: Path, database_url: str, **extra: Any) -> Path:
-    lines = [f"database_url: {database_url}", "admin_key: sk-admin-test-0123456789"]
+    lines = [f"database_url: {database_url}", "admin_key: sk-admin-test-0123456789abcdef0123456789"]
     lines += [f"{k}: {v}" for k, v in extra.items()]
     path.write_text("\n".join(lines) + "\n")
     return path

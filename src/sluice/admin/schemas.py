@@ -9,6 +9,7 @@ from typing import Annotated, TypeVar
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from sluice.keys import ALL_MODELS
 from sluice.storage.key_store import KeyChanges
 from sluice.validation_errors import split_validation_error
 
@@ -82,7 +83,8 @@ def parse_body(raw: object, schema: type[_Body]) -> _Body:
 class KeyCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: _Name
     budget_usd: _Budget | None = None
-    models: list[str] = msgspec.field(default_factory=list)
+    # Globs; absent means every model (["*"]), [] means none.
+    models: list[str] = msgspec.field(default_factory=lambda: [ALL_MODELS])
     allowed_ips: list[str] = msgspec.field(default_factory=list)
     rpm: _AtLeastOne | None = None
     tpm: _AtLeastOne | None = None
@@ -95,7 +97,7 @@ class KeyUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     name: _Name | UnsetType = UNSET
     budget_usd: _Budget | None | UnsetType = UNSET
-    models: list[str] | None | UnsetType = UNSET
+    models: list[str] | UnsetType = UNSET  # no null: ["*"] is every model, [] none
     allowed_ips: list[str] | None | UnsetType = UNSET
     rpm: _AtLeastOne | None | UnsetType = UNSET
     tpm: _AtLeastOne | None | UnsetType = UNSET

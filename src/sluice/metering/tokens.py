@@ -19,6 +19,8 @@ from typing import Any
 import orjson
 import tiktoken
 
+from sluice.compat.tiktoken import drop_python_ranks
+
 __all__ = ["TokenCounter"]
 
 _RANKS_FILE = "cl100k_base.tiktoken.gz"
@@ -62,8 +64,7 @@ def _load_encoding() -> tiktoken.Encoding:
     )
     # The Rust core keeps its own copy of the ranks; tiktoken holds on to the Python dict only
     # to pickle the encoding, which Sluice never does. Dropping it saves ~16 MB per worker.
-    if isinstance(getattr(encoding, "_mergeable_ranks", None), dict):
-        encoding._mergeable_ranks = {}
+    drop_python_ranks(encoding)
     return encoding
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sluice.compat.logging import skip_caller_lookup
 from sluice.relay.http import REQUEST_ID_PATTERN
 
 __all__ = [
@@ -73,7 +74,7 @@ def configure_access_log() -> None:
         logging.logThreads = False
         logging.logProcesses = False
         logging.logMultiprocessing = False
-        logging._srcfile = None  # documented switch: skip the caller lookup
+        skip_caller_lookup()
         handler = _BufferedLineHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)

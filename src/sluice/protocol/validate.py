@@ -7,6 +7,7 @@ fields Sluice relies on or that OpenAI itself would reject, and reports the firs
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,13 @@ MAX_OUTPUT_TOKENS = 1_000_000
 _MAX_N = 128
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 _MODEL_MAX_LEN = 256
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# No model name anywhere has these; refused for every channel because some providers put the
+# name in the URL path (Gemini, Azure): "\\", "?", "#", "%" (an already encoded path), and "."
+# or ".." as the whole name or as a "/"-separated segment. A "/" alone is fine here
+# ("meta-llama/Llama-3-8B" on vLLM); adapters that put the name in a path refuse it themselves
+# (providers/url_path.py). Regex searches: this runs on every request.
+_PATH_UNSAFE_NAME = re.compile(r"[\\?#%]|(?:^|/)\.\.?(?:/|$)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +115,15 @@ def _model(body: dict[str, Any]) -> str:
             "model",
             "invalid_type",
         )
-    if not model.strip() or len(model) > _MODEL_MAX_LEN or any(ord(c) < 32 for c in model):
+    if not model.strip() or len(model) > _MODEL_MAX_LEN or _CONTROL_CHARS.search(model):
         raise _fail("Invalid 'model': must be a non-empty printable name.", "model")
+    if _PATH_UNSAFE_NAME.search(model) is not None:
+        raise _fail(
+            "Invalid 'model': a model name cannot contain '\\', '?', '#' or '%', nor '.' "
+            "or '..' as a path segment.",
+            "model",
+            "invalid_model_name",
+        )
     return model
 
 

@@ -26,6 +26,7 @@ from sluice.providers.openai import (
     OpenAIStreamTranslator,
     prepare_openai_body,
 )
+from sluice.providers.url_path import model_path_segment
 from sluice.settings import ChannelConfig
 
 __all__ = ["AzureAdapter", "AzureStreamTranslator", "DEFAULT_API_VERSION"]
@@ -98,7 +99,8 @@ class AzureAdapter:
             headers["api-key"] = secret
         headers.update(channel.headers)
         base = channel.base_url.removesuffix("/openai")
-        deployment = quote(call.upstream_model, safe="")  # model_map: model -> deployment
+        # model_map: model -> deployment; refused (400) if it cannot be one path segment.
+        deployment = model_path_segment(call.upstream_model, call.requested_model)
         version = quote(channel.api_version or DEFAULT_API_VERSION, safe="")
         url = (
             f"{base}/openai/deployments/{deployment}{ENDPOINT_PATHS[call.endpoint]}"

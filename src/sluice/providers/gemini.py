@@ -10,7 +10,6 @@ and ``gemini_stream``; this module ties them to the ``Adapter`` contract.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import quote
 
 import orjson
 
@@ -26,6 +25,7 @@ from sluice.providers.failures import classify
 from sluice.providers.gemini_request import chat_body, embed_body
 from sluice.providers.gemini_response import chat_completion, embedding_list, failure_from_error
 from sluice.providers.gemini_stream import GeminiStreamTranslator
+from sluice.providers.url_path import model_path_segment
 from sluice.settings import ChannelConfig
 
 __all__ = ["GeminiAdapter", "DEFAULT_BASE_URL"]
@@ -61,8 +61,8 @@ class GeminiAdapter:
 
     def build_request(self, call: RelayCall, channel: ChannelConfig) -> UpstreamRequest:
         model = _model_id(call.upstream_model)
-        # Quoting keeps a client-chosen model name from escaping the models/ path segment.
-        resource = f"{_api_root(channel)}/models/{quote(model, safe='-._~')}"
+        # A client-chosen name must stay inside the models/ path segment: refused (400) if not.
+        resource = f"{_api_root(channel)}/models/{model_path_segment(model, call.requested_model)}"
         if call.endpoint == "embeddings":
             url = resource + ":batchEmbedContents"
             body = embed_body(call.body, f"models/{model}")

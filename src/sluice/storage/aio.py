@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine, create_engine
 from sqlalchemy.engine.url import URL
 from sqlalchemy.sql.base import Executable
-from sqlalchemy.util.concurrency import greenlet_spawn
+
+from sluice.compat.sqlalchemy import greenlet_spawn, require_async_dialect
 
 __all__ = ["AsyncConnection", "AsyncEngine", "create_async_engine"]
 
@@ -95,7 +96,8 @@ class AsyncEngine:
 
 
 def create_async_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
-    # ``_is_async`` is what ext.asyncio's own create_async_engine passes: it selects the
-    # driver's async dialect and the asyncio-safe pool. tests/storage cover both databases.
-    kwargs["_is_async"] = True
-    return AsyncEngine(create_engine(url, **kwargs))
+    # The URL names an async driver (aiosqlite, asyncpg): its dialect brings the asyncio-safe
+    # pool, with no private create_engine flag (tests/test_compat.py).
+    engine = create_engine(url, **kwargs)
+    require_async_dialect(engine.dialect)
+    return AsyncEngine(engine)

@@ -11,7 +11,7 @@ import orjson
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 
-from sluice.keys import KeyRecord, generate_key, hash_key, key_prefix
+from sluice.keys import ALL_MODELS, KeyRecord, generate_key, hash_key, key_prefix
 from sluice.storage.aio import AsyncEngine
 from sluice.storage.schema import api_keys
 
@@ -117,7 +117,10 @@ class KeyStore:
             "budget_micro": budget_micro,
             "spent_micro": 0,
             "expires_at": expires_at,
-            "allowed_models": orjson.dumps(allowed_models or []).decode(),
+            # None (not given) allows every model; an explicit [] allows none.
+            "allowed_models": orjson.dumps(
+                [ALL_MODELS] if allowed_models is None else allowed_models
+            ).decode(),
             "allowed_ips": orjson.dumps(allowed_ips or []).decode(),
             "rpm": rpm,
             "tpm": tpm,
