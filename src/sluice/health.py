@@ -11,8 +11,12 @@ Rules (docs/reliability.md):
 - open -> half_open after ``cooldown_s``; half_open lets one probe through; the probe's success
   closes the breaker, its failure re-opens it;
 - failures of kind ``client`` are the caller's fault and never count;
-- ``auth`` and ``billing`` failures mean the channel itself is dead: it is disabled until an
-  admin enables it or the periodic health probe succeeds.
+- ``auth`` and ``billing`` failures (401/402/403, no credit) may be the channel's or only the
+  request's (a model the upstream key's project lacks, a huge ``max_tokens``): they count in
+  no breaker, so one tenant cannot take a shared channel down. The relay asks the channel's own
+  test request (``health_probe.confirm_soon``, at most one at a time per channel, spaced by
+  ``ProbeGate``); only a probe that fails the same way disables the channel, until an admin
+  enables it or the periodic health probe succeeds.
 """
 
 from __future__ import annotations
@@ -26,12 +30,20 @@ from typing import Any, Literal
 from sluice.providers.base import FailureKind
 from sluice.settings import CircuitConfig
 
-__all__ = ["CircuitBreaker", "CircuitState", "MemoryChannelHealth", "STATE_CODES"]
+__all__ = [
+    "CircuitBreaker",
+    "CircuitState",
+    "DEAD_CHANNEL_KINDS",
+    "MemoryChannelHealth",
+    "ProbeGate",
+    "STATE_CODES",
+]
 
 CircuitState = Literal["closed", "open", "half_open", "disabled"]
 # Numeric codes for the Prometheus gauge.
 STATE_CODES: dict[CircuitState, int] = {"closed": 0, "half_open": 1, "open": 2, "disabled": 3}
-_DEAD_CHANNEL_KINDS: frozenset[FailureKind] = frozenset({"auth", "billing"})
+# Failures that disable a channel once its own probe confirms them.
+DEAD_CHANNEL_KINDS: frozenset[FailureKind] = frozenset({"auth", "billing"})
 _MAX_MODEL_BREAKERS = 1_000  # per channel: model names may come from glob patterns
 
 StateListener = Callable[[str, str | None, CircuitState], None]
@@ -116,6 +128,34 @@ class CircuitBreaker:
             window.popleft()
 
 
+class ProbeGate:
+    """Which channels a confirmation probe may be sent to now (one worker).
+
+    One probe at a time per channel, and at most one per ``interval_s``: a tenant that provokes
+    a 403 on every request must not make Sluice probe (and pay for) a channel at that rate.
+    """
+
+    __slots__ = ("_clock", "_busy", "_last")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._busy: set[str] = set()
+        self._last: dict[str, float] = {}  # channel -> when its last probe started
+
+    def begin(self, channel: str, interval_s: float) -> bool:
+        """True (and the channel is busy until ``end``) when a probe may start now."""
+        now = self._clock()
+        last = self._last.get(channel)
+        if channel in self._busy or (last is not None and now - last < interval_s):
+            return False
+        self._busy.add(channel)
+        self._last[channel] = now
+        return True
+
+    def end(self, channel: str) -> None:
+        self._busy.discard(channel)
+
+
 @dataclass(slots=True)
 class _Disabled:
     reason: str
@@ -197,9 +237,8 @@ class MemoryChannelHealth:
         now = self._clock()
         record = self._record(channel)
         self._remember(record, now, kind)
-        if kind in _DEAD_CHANNEL_KINDS:
-            self.disable(channel, f"upstream {kind} failure")
-            return
+        if kind in DEAD_CHANNEL_KINDS:
+            return  # shown in the admin view only; a confirming probe may disable the channel
         before = record.breaker.state
         record.breaker.on_failure(now)
         model_breaker = self._model_breaker(record, model)

@@ -1,5 +1,6 @@
-"""Channel probes: the tiny request ``POST /admin/channels/{name}/test`` sends, and the
-background task that probes disabled channels and re-enables those that answer again."""
+"""Channel probes: the tiny request ``POST /admin/channels/{name}/test`` sends, the confirmation
+of a 401/402/403 before a channel is disabled, and the background task that probes disabled
+channels and re-enables those that answer again."""
 
 from __future__ import annotations
 
@@ -10,24 +11,46 @@ from typing import Any
 
 import orjson
 
-from sluice.providers.base import RelayCall
+from sluice.health import DEAD_CHANNEL_KINDS
+from sluice.providers.base import FailureKind, RelayCall, UpstreamFailure
 from sluice.routing import Channel
 from sluice.state import AppState
+from sluice.upstream import read_body, read_prefix
 
-__all__ = ["probe_channel", "probe_model", "probe_disabled_channels", "run_probe_loop"]
+__all__ = [
+    "confirm_soon",
+    "probe_channel",
+    "probe_model",
+    "probe_disabled_channels",
+    "run_probe_loop",
+]
 
 log = logging.getLogger("sluice.health")
 
+_MAX_ERROR_BODY = 64 * 1024
+
 
 def probe_model(channel: Channel) -> str | None:
-    """A concrete model name the channel serves (patterns cannot be sent)."""
+    """The channel's ``test_model``, else a concrete model name it serves (patterns cannot be
+    sent)."""
     config = channel.config
+    if config.test_model:
+        return config.test_model
     return next((m for m in [*config.model_map, *config.models] if not any(c in m for c in "*?[")),
                 None)  # fmt: skip
 
 
 async def probe_channel(state: AppState, channel: Channel, model: str) -> dict[str, Any]:
     """Send a one-token chat request straight to the channel; report, never raise."""
+    outcome, _kind = await _probe(state, channel, model)
+    return outcome
+
+
+async def _probe(
+    state: AppState, channel: Channel, model: str
+) -> tuple[dict[str, Any], FailureKind | None]:
+    """The probe's report and, when it failed, the failure's kind (None for a success or an
+    error that is not an upstream answer, such as a timeout)."""
     body = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
     call = RelayCall(
         endpoint="chat",
@@ -40,17 +63,24 @@ async def probe_channel(state: AppState, channel: Channel, model: str) -> dict[s
     )
     started = time.perf_counter()
     outcome: dict[str, Any] = {"channel": channel.name, "model": model}
+    kind: FailureKind | None = None
     try:
         response = await state.upstream.open(
             channel.adapter.build_request(call, channel.config), state.timeouts_for(channel.config)
         )
-        payload = await response.read()
-        response.release()
+        try:
+            if response.status >= 400:
+                payload = await read_prefix(response, _MAX_ERROR_BODY)
+            else:
+                payload = await read_body(response, state.settings.limits.max_upstream_body_bytes)
+        finally:
+            response.close()  # a probe is rare: no need to keep the connection
         if response.status >= 400:
             secret = channel.config.api_key.get_secret_value()
             failure = channel.adapter.parse_error(
                 response.status, response.headers, payload, secret
             )
+            kind = failure.kind
             outcome.update(ok=False, status=failure.status, error=failure.message)
         else:
             channel.adapter.parse_response(call, payload)
@@ -59,7 +89,52 @@ async def probe_channel(state: AppState, channel: Channel, model: str) -> dict[s
         message = getattr(getattr(exc, "failure", None), "message", None) or type(exc).__name__
         outcome.update(ok=False, status=None, error=message)
     outcome["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
-    return outcome
+    return outcome, kind
+
+
+def confirm_soon(state: AppState, channel: Channel, failure: UpstreamFailure) -> None:
+    """A client's request got an auth/billing answer from ``channel``: check, in the background,
+    whether the channel's own test request fails the same way before disabling it.
+
+    The answer may belong to the request only (OpenAI answers 403 for a model the key's project
+    lacks; some providers 402 for a huge ``max_tokens``), and the channel is shared by every
+    tenant. One probe at a time per channel, and at most one per ``circuit.confirm_interval_s``.
+    """
+    name = channel.name
+    if name in state.health.disabled_channels():
+        return
+    model = probe_model(channel)
+    if model is None:
+        log.warning(
+            "channel %s answered HTTP %s (%s) but has no concrete model to probe (set its "
+            "test_model): it stays enabled",
+            name,
+            failure.upstream_status,
+            failure.kind,
+        )
+        return
+    if state.probe_gate.begin(name, state.settings.circuit.confirm_interval_s):
+        state.spawn(_confirm(state, channel, model, failure))
+
+
+async def _confirm(state: AppState, channel: Channel, model: str, failure: UpstreamFailure) -> None:
+    try:
+        outcome, kind = await _probe(state, channel, model)
+    finally:
+        state.probe_gate.end(channel.name)
+    if kind in DEAD_CHANNEL_KINDS:
+        reason = f"upstream {kind} failure, confirmed by a health probe"
+        state.health.disable(channel.name, reason)
+        log.warning("channel %s disabled: its health probe failed too (%s)", channel.name, kind)
+    else:
+        log.info(
+            "channel %s answered a request with HTTP %s (%s) but its health probe did not fail "
+            "that way (%s): it stays enabled",
+            channel.name,
+            failure.upstream_status,
+            failure.kind,
+            "ok" if outcome.get("ok") else outcome.get("error"),
+        )
 
 
 async def probe_disabled_channels(state: AppState) -> list[str]:

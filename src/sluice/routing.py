@@ -50,6 +50,8 @@ class ChannelHealth(Protocol):
     # Management (admin API, health probe); see sluice.health for the in-memory version.
     def enable(self, channel: str) -> bool: ...
 
+    def disable(self, channel: str, reason: str) -> None: ...
+
     def disabled_channels(self) -> list[str]: ...
 
     def snapshot(self, channel: str) -> dict[str, Any]: ...
@@ -73,6 +75,9 @@ class AlwaysHealthy:
 
     def enable(self, channel: str) -> bool:
         return False
+
+    def disable(self, channel: str, reason: str) -> None:
+        return None
 
     def disabled_channels(self) -> list[str]:
         return []

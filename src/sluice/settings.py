@@ -117,6 +117,11 @@ class LimitsConfig(_Strict, frozen=True):
     max_connections_per_worker: PositiveInt | None = 2048
     # Requests in flight per key and worker for keys without their own max_concurrent; 0 = off.
     default_max_concurrent: NonNegativeInt = 64
+    # What Sluice holds in memory of one upstream answer (after decompression): a whole
+    # (non-stream) body, and one SSE event. Past either the request ends with a 502
+    # upstream_response_too_large. The body cap leaves room for the largest embeddings batches.
+    max_upstream_body_bytes: PositiveInt = 64 * 1024 * 1024
+    max_upstream_event_bytes: PositiveInt = 8 * 1024 * 1024
 
 
 class AuthConfig(_Strict, frozen=True):
@@ -167,6 +172,9 @@ class CircuitConfig(_Strict, frozen=True):
     cooldown_s: PositiveFloat = 30.0
     # Disabled channels (dead upstream key / no credit) are probed this often; 0 = never.
     probe_interval_s: NonNegativeFloat = 300.0
+    # An upstream 401/402/403 is confirmed with the channel's own test request before the
+    # channel is disabled; at most one such probe per channel (and worker) this often.
+    confirm_interval_s: NonNegativeFloat = 30.0
 
 
 class ImageFetchConfig(_Strict, frozen=True):
@@ -213,6 +221,10 @@ class ChannelConfig(_Strict, frozen=True):
     model_path: str | None = None  # local
     port: int | None = None  # local: port of the managed llama.cpp server
     context_size: PositiveInt = 2048  # local
+    # The model of the channel's test request (admin test, health probes); default: the first
+    # concrete name in model_map / models. Pick one every key of the upstream account can use:
+    # a probe answered 401/402/403 disables the channel.
+    test_model: str | None = None
 
     def __post_init__(self) -> None:
         msgspec.structs.force_setattr(self, "base_url", self.base_url.rstrip("/"))

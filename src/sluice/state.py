@@ -16,7 +16,7 @@ from sluice.auth import KeyCache
 from sluice.auth_throttle import FailureThrottle
 from sluice.concurrency import ConcurrencyLimiter, MemoryConcurrency
 from sluice.errors import ServiceUnavailable
-from sluice.health import STATE_CODES, CircuitState, MemoryChannelHealth
+from sluice.health import STATE_CODES, CircuitState, MemoryChannelHealth, ProbeGate
 from sluice.keys import KeyRecord
 from sluice.limits import MemoryRateLimiter, RateLimiter
 from sluice.metering.pricing import PriceBook
@@ -70,6 +70,8 @@ class AppState:
     channel_timeouts: dict[str, Timeouts] = field(default_factory=dict)
     redis: RedisServices | None = None  # set when redis_url is configured
     concurrency: ConcurrencyLimiter = field(default_factory=MemoryConcurrency)
+    # Confirmation probes of channels that answered 401/402/403 (sluice.health_probe).
+    probe_gate: ProbeGate = field(default_factory=ProbeGate)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run work that must finish even if the request that started it is cancelled."""

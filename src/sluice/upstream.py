@@ -2,7 +2,9 @@
 
 ``open`` returns once the upstream's status line and headers have arrived (time to first byte
 is bounded by ``first_byte_s``); connection errors and timeouts are turned into
-``UpstreamFailure`` so the relay can retry or report them uniformly.
+``UpstreamFailure`` so the relay can retry or report them uniformly. ``read_body`` and
+``read_prefix`` read a body with a size cap: an upstream must not make a worker hold more than
+the operator allowed (``limits.max_upstream_body_bytes``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from yarl import URL
 from sluice.compat.aiohttp import use_idle_timeout as _use_idle_timeout
 from sluice.providers.base import UpstreamFailure, UpstreamRequest
 
-__all__ = ["Timeouts", "UpstreamClient", "UpstreamUnavailable", "create_session"]
+__all__ = [
+    "BodyTooLarge",
+    "Timeouts",
+    "UpstreamClient",
+    "UpstreamUnavailable",
+    "create_session",
+    "read_body",
+    "read_prefix",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +43,47 @@ class UpstreamUnavailable(Exception):
     def __init__(self, failure: UpstreamFailure) -> None:
         super().__init__(failure.message)
         self.failure = failure
+
+
+class BodyTooLarge(Exception):
+    """The upstream body is larger than the cap ``read_body`` was given."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"upstream body over {limit} bytes")
+        self.limit = limit
+
+
+async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, or ``BodyTooLarge`` as soon as more than ``limit`` bytes arrived.
+
+    Counted after decompression (a small gzip body can inflate a thousandfold), so
+    ``Content-Length`` alone cannot be trusted; it only refuses early a plain body that
+    announces more. The caller closes the response on ``BodyTooLarge``. The same loop as
+    aiohttp's own ``read()``, so a body of one chunk costs no more than it did.
+    """
+    declared = response.content_length
+    if declared is not None and declared > limit and "content-encoding" not in response.headers:
+        raise BodyTooLarge(limit)
+    content = response.content
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await content.readany():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def read_prefix(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """At most the first ``limit`` bytes of the body (error bodies: only their start matters)."""
+    content = response.content
+    parts: list[bytes] = []
+    size = 0
+    while size < limit and (chunk := await content.read(limit - size)):
+        size += len(chunk)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def create_session() -> aiohttp.ClientSession:

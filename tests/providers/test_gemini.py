@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import struct
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -548,7 +549,14 @@ def test_invalid_api_key_400_is_an_auth_failure(
         client.chat.completions.create(model=MODEL, messages=[user("hi")])
     assert caught.value.status_code == 502 and caught.value.code == "upstream_auth_failed"
     assert "API key not valid" not in caught.value.message
-    assert fake_gemini.violations == ["API key not valid. Please pass a valid API key."]
+    # The channel's health probe confirms the failure with the same key before disabling it.
+    health = gateway.state.health
+    for _ in range(500):
+        if health.disabled_channels():
+            break
+        time.sleep(0.01)
+    assert health.disabled_channels() == ["gemini-main"]
+    assert fake_gemini.violations == ["API key not valid. Please pass a valid API key."] * 2
     fake_gemini.violations.clear()
 
 

@@ -76,7 +76,11 @@ def test_health_ignores_client_errors_and_disables_dead_channels() -> None:
     for _ in range(10):
         health.record_failure("a", "m", "client")
     assert health.available("a", "m") and health.snapshot("a")["state"] == "closed"
+    # An auth failure alone may be the request's (tests/security/test_channel_isolation.py):
+    # only a confirming health probe disables the channel.
     health.record_failure("a", "m", "auth")
+    assert health.available("a", "m") and health.snapshot("a")["state"] == "closed"
+    health.disable("a", "upstream auth failure, confirmed by a health probe")
     snap = health.snapshot("a")
     assert snap["state"] == "disabled" and "auth" in snap["reason"]
     assert not health.available("a", "m") and health.disabled_channels() == ["a"]
@@ -84,8 +88,6 @@ def test_health_ignores_client_errors_and_disables_dead_channels() -> None:
     clock.now += 3600  # disabled is not a cool-down: it stays off until enabled
     assert not health.available("a", "m")
     assert health.enable("a") and health.available("a", "m")
-    health.record_failure("b", "m", "billing")
-    assert health.snapshot("b")["state"] == "disabled"
 
 
 def test_model_breaker_trips_without_taking_the_channel_down() -> None:
@@ -113,6 +115,15 @@ def _health(gateway: Gateway, name: str) -> dict[str, Any]:
     return found
 
 
+def _wait_for_state(gateway: Gateway, name: str, state: str) -> dict[str, Any]:
+    for _ in range(500):
+        view = _health(gateway, name)
+        if view["state"] == state:
+            return view
+        time.sleep(0.02)
+    raise AssertionError(f"channel {name} is {view['state']}, not {state}")
+
+
 def test_open_circuit_is_skipped_then_probed_and_closed(
     gateway_factory: GatewayFactory, faulty: Make
 ) -> None:
@@ -137,17 +148,22 @@ def test_dead_upstream_key_disables_until_admin_enables(
     gateway_factory: GatewayFactory, faulty: Make
 ) -> None:
     a, b = faulty("a").set("auth"), faulty("b")
-    gateway = gateway_factory([channel(a, priority=10), channel(b)], **fast_settings())
+    # A concrete model (or test_model) to probe: a glob-only channel is never auto-disabled.
+    gateway = gateway_factory(
+        [channel(a, priority=10, models=["test-resilience"]), channel(b)], **fast_settings()
+    )
     key = gateway.create_key("auth", budget_micro=10_000_000)
-    for _ in range(3):
+    assert chat(gateway, key).status_code == 200
+    view = _wait_for_state(gateway, "a", "disabled")  # once its health probe failed too
+    assert "auth" in view["reason"] and "probe" in view["reason"]
+    assert [h.request_id is None for h in a.hits] == [False, True], "one request, one probe"
+    for _ in range(2):
         assert chat(gateway, key).status_code == 200
-    assert len(a.hits) == 1
-    view = _health(gateway, "a")
-    assert view["state"] == "disabled" and "auth" in view["reason"]
+    assert len(a.hits) == 2, "a disabled channel gets no requests"
     a.set("none")
     enabled = _admin(gateway, "POST", "/admin/channels/a/enable")
     assert enabled["was_disabled"] is True and enabled["health"]["state"] == "closed"
-    assert chat(gateway, key).status_code == 200 and len(a.hits) == 2
+    assert chat(gateway, key).status_code == 200 and len(a.hits) == 3
 
 
 def test_health_probe_re_enables_a_recovered_channel(
@@ -160,7 +176,7 @@ def test_health_probe_re_enables_a_recovered_channel(
     )
     key = gateway.create_key("probe", budget_micro=10_000_000)
     assert chat(gateway, key).status_code == 200
-    assert _health(gateway, "a")["state"] == "disabled"
+    _wait_for_state(gateway, "a", "disabled")  # the confirmation probe failed too
     time.sleep(0.5)
     assert _health(gateway, "a")["state"] == "disabled", "the probe keeps failing"
     a.set("none")

@@ -215,7 +215,8 @@ async def test_channel_disable_and_enable_reach_other_replicas(redis_url: str) -
             replica.circuit.attach(health)
             await replica.start(KeyCache(lambda _: asyncio.sleep(0, None), ttl_s=1))
         channel = f"ch-{uuid.uuid4().hex[:8]}"
-        healths[0].record_failure(channel, "m", "auth")  # dead upstream key on replica 0
+        # Dead upstream key on replica 0, confirmed by its health probe.
+        healths[0].disable(channel, "upstream auth failure, confirmed by a health probe")
         assert not healths[0].available(channel, "m")
         assert await wait_until(lambda: not healths[1].available(channel, "m"), 1.0)
         assert healths[1].disabled_channels() == [channel]

@@ -23,8 +23,8 @@ import orjson
 from sluice.providers.anthropic_request import JSON_TOOL_NAME, json_mode_forced
 from sluice.providers.anthropic_response import finish_reason, openai_usage, usage_tokens
 from sluice.providers.base import DONE_FRAME, RelayCall, UpstreamFailure, UsageTokens, sse_frame
-from sluice.providers.failures import redact_secrets
-from sluice.providers.sse import SseSplitter
+from sluice.providers.failures import redact_secrets, response_too_large
+from sluice.providers.sse import SseEventTooLarge, SseSplitter
 
 __all__ = ["AnthropicStreamTranslator", "stream_failure"]
 
@@ -63,7 +63,7 @@ class AnthropicStreamTranslator:
         self._call = call
         self._secret = secret  # the channel's key, masked in error events
         self._json_mode = json_mode_forced(call.body)
-        self._splitter = SseSplitter()
+        self._splitter = SseSplitter(call.max_event_bytes)
         self._state = _State(model=call.upstream_model, created=int(time.time()))
         self._failure: UpstreamFailure | None = None
 
@@ -84,8 +84,14 @@ class AnthropicStreamTranslator:
         self._state.delivered.clear()
 
     def feed(self, data: bytes) -> list[bytes]:
+        if self._state.done:
+            return []
+        try:
+            events = self._splitter.feed(data)
+        except SseEventTooLarge:
+            return self._fail(response_too_large("stream event", self._splitter.limit))
         frames: list[bytes] = []
-        for event in self._splitter.feed(data):
+        for event in events:
             if not self._state.done and event.data:
                 frames.extend(self._event(event.data))
         return frames

@@ -65,6 +65,8 @@ class RelayCall:
     # Anthropic ``thinking`` from a client speaking the Anthropic API. It has no OpenAI
     # equivalent every upstream accepts, so it is not in ``body``; Anthropic channels use it.
     native_thinking: dict[str, Any] | None = None
+    # Largest upstream SSE event accepted (``limits.max_upstream_event_bytes``); 0 = no cap.
+    max_event_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

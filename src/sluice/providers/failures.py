@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from sluice.providers.base import FailureKind, UpstreamFailure
 
-__all__ = ["classify", "parse_retry_after", "redact_secrets"]
+__all__ = ["classify", "parse_retry_after", "redact_secrets", "response_too_large"]
 
 _KEYLIKE = re.compile(r"(sk|key|pk|rk|AIza)[-_A-Za-z0-9]{12,}")
 # The operator's account at the provider: OpenAI names its organisation (``org-…``) and project
@@ -58,6 +58,21 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     return max(when.timestamp() - time.time(), 0.0)
 
 
+def response_too_large(what: str, limit: int) -> UpstreamFailure:
+    """An upstream answer past Sluice's size cap (``limits.max_upstream_*``).
+
+    Kind ``client``: a tenant can provoke a large answer (``n``, ``max_tokens``, a big
+    embeddings batch), so it must neither count against the channel's breakers (shared state)
+    nor be retried on another channel, which would only pay for the same answer again.
+    """
+    return UpstreamFailure(
+        status=502,
+        kind="client",
+        message=f"The upstream {what} exceeded the gateway's limit of {limit} bytes.",
+        code="upstream_response_too_large",
+    )
+
+
 _CLIENT_STATUSES = {400, 404, 413, 415, 422}
 _QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"}
 
@@ -87,12 +102,13 @@ def classify(
             upstream_status=status,
         )
     if status in (401, 403):
-        # Never relay the upstream's words: they can name the upstream account or key.
+        # Never relay the upstream's words: they can name the upstream account or key. Nor
+        # claim the channel is dead: a 403 may concern only this model (see health_probe).
         return UpstreamFailure(
             status=502,
             kind="auth",
-            message="The upstream channel rejected Sluice's credentials; the operator has been "
-            "notified by the channel's status. Try again later.",
+            message="The upstream refused this request with the channel's credentials (it may "
+            "not allow this model). Try again later or with another model.",
             code="upstream_auth_failed",
             upstream_status=status,
         )
@@ -100,7 +116,8 @@ def classify(
         return UpstreamFailure(
             status=502,
             kind="billing",
-            message="The upstream channel's account cannot be billed. Try again later.",
+            message="The upstream channel's account cannot be billed for this request. Try "
+            "again later or with a smaller request (max_tokens).",
             code="upstream_billing_error",
             upstream_status=status,
         )

@@ -99,6 +99,7 @@ class GeminiAdapter:
             n=n if isinstance(n, int) else 1,
             include_usage=call.client_wants_usage,
             secret=secret,
+            max_event_bytes=call.max_event_bytes,
         )
 
     def parse_error(

@@ -19,6 +19,7 @@ import orjson
 
 from sluice.metering.pricing import UsageTokens
 from sluice.providers.base import DONE_FRAME, UpstreamFailure, sse_frame
+from sluice.providers.failures import response_too_large
 from sluice.providers.gemini_response import (
     blocked_reason,
     failure_from_error,
@@ -27,7 +28,7 @@ from sluice.providers.gemini_response import (
     split_parts,
     usage_from_gemini,
 )
-from sluice.providers.sse import SseSplitter
+from sluice.providers.sse import SseEventTooLarge, SseSplitter
 
 __all__ = ["GeminiStreamTranslator"]
 
@@ -40,14 +41,22 @@ class _Choice:
 
 
 class GeminiStreamTranslator:
-    def __init__(self, *, model: str, n: int, include_usage: bool, secret: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        model: str,
+        n: int,
+        include_usage: bool,
+        secret: str = "",
+        max_event_bytes: int = 0,
+    ) -> None:
         self._model = model
         self._secret = secret  # the channel's key, masked in error events
         self._n = max(n, 1)
         self._include_usage = include_usage
         self._id = "chatcmpl-" + secrets.token_hex(12)
         self._created = int(time.time())
-        self._splitter = SseSplitter()
+        self._splitter = SseSplitter(max_event_bytes)
         self._choices: dict[int, _Choice] = {}
         self._usage: UsageTokens | None = None
         self._reasoning = 0
@@ -70,8 +79,14 @@ class GeminiStreamTranslator:
         self._delivered.clear()
 
     def feed(self, data: bytes) -> list[bytes]:
+        if self._done:
+            return []
+        try:
+            events = self._splitter.feed(data)
+        except SseEventTooLarge:
+            return [self._fail_frame(response_too_large("stream event", self._splitter.limit))]
         frames: list[bytes] = []
-        for event in self._splitter.feed(data):
+        for event in events:
             if self._done:
                 break
             frames.extend(self._event(event.data))

@@ -25,8 +25,8 @@ from sluice.providers.base import (
     UsageTokens,
     sse_frame,
 )
-from sluice.providers.failures import classify, redact_secrets
-from sluice.providers.sse import SseSplitter, parse_span
+from sluice.providers.failures import classify, redact_secrets, response_too_large
+from sluice.providers.sse import SseEventTooLarge, SseSplitter, parse_span
 from sluice.settings import ChannelConfig
 
 __all__ = [
@@ -165,7 +165,11 @@ class OpenAIAdapter:
         return ParsedResponse(body=body, usage=usage_from_openai(parsed.get("usage")))
 
     def stream_translator(self, call: RelayCall, secret: str = "") -> OpenAIStreamTranslator:
-        return OpenAIStreamTranslator(strip_usage_chunk=not call.client_wants_usage, secret=secret)
+        return OpenAIStreamTranslator(
+            strip_usage_chunk=not call.client_wants_usage,
+            secret=secret,
+            max_event_bytes=call.max_event_bytes,
+        )
 
     def parse_error(
         self, status: int, headers: Mapping[str, str], body: bytes, secret: str = ""
@@ -185,10 +189,12 @@ class OpenAIAdapter:
 class OpenAIStreamTranslator:
     """Pass-through of an OpenAI SSE stream that decodes only what metering needs."""
 
-    def __init__(self, *, strip_usage_chunk: bool, secret: str = "") -> None:
+    def __init__(
+        self, *, strip_usage_chunk: bool, secret: str = "", max_event_bytes: int = 0
+    ) -> None:
         self._strip_usage_chunk = strip_usage_chunk
         self._secret = secret  # the channel's key, masked in error events
-        self._splitter = SseSplitter()
+        self._splitter = SseSplitter(max_event_bytes)
         self._usage: UsageTokens | None = None
         self._failure: UpstreamFailure | None = None
         self._done = False
@@ -205,8 +211,13 @@ class OpenAIStreamTranslator:
         return self._failure
 
     def feed(self, data: bytes) -> list[bytes]:
-        span = self._splitter.take_complete(data)
-        if not span or self._done:
+        if self._done:
+            return []
+        try:
+            span = self._splitter.take_complete(data)
+        except SseEventTooLarge:
+            return [self._fail(response_too_large("stream event", self._splitter.limit))]
+        if not span:
             return []
         frames: list[bytes] = []
         # Ordinary content chunks are forwarded as the bytes they arrived in, a whole run of
@@ -254,14 +265,19 @@ class OpenAIStreamTranslator:
     def _error_event(self, payload: bytes) -> bytes:
         message, code, _param, _type = openai_error_details(payload)
         text = redact_secrets(message or "unknown error", self._secret)
-        self._failure = UpstreamFailure(
-            status=502,
-            kind="server",
-            message=f"Upstream error during stream: {text}",
-            code=code or "upstream_stream_error",
+        return self._fail(
+            UpstreamFailure(
+                status=502,
+                kind="server",
+                message=f"Upstream error during stream: {text}",
+                code=code or "upstream_stream_error",
+            )
         )
+
+    def _fail(self, failure: UpstreamFailure) -> bytes:
+        self._failure = failure
         self._done = True
-        return sse_frame(orjson.dumps(self._failure.to_openai_error()))
+        return sse_frame(orjson.dumps(failure.to_openai_error()))
 
     def close(self) -> list[bytes]:
         if self._done:

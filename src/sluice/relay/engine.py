@@ -3,6 +3,8 @@
 Retries and failover happen only before the first byte reaches the client. A channel that
 failed is never tried again for the same request; client errors (400/404/422 from the upstream)
 are returned at once. Whatever happens, the reservation is settled or released exactly once.
+An upstream 401/402/403 fails over too but changes no shared state: the channel is disabled
+only if its own test request fails the same way (``health_probe.confirm_soon``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sluice.errors import InvalidRequest, NoAvailableChannel, SluiceError, UpstreamBadResponse
+from sluice.health import DEAD_CHANNEL_KINDS
+from sluice.health_probe import confirm_soon
 from sluice.providers.base import Endpoint, FailureKind, RelayCall, UpstreamFailure
+from sluice.providers.failures import response_too_large
 from sluice.providers.media import INLINE_IMAGE_CHANNEL_TYPES, inline_remote_images
 from sluice.relay.admission import Admission, admit
 from sluice.relay.billing import (
@@ -33,7 +38,7 @@ from sluice.relay.http import json_response
 from sluice.relay.stream import RelayStreamingResponse, StreamSession
 from sluice.routing import Channel
 from sluice.state import AppState
-from sluice.upstream import UpstreamUnavailable
+from sluice.upstream import BodyTooLarge, UpstreamUnavailable, read_body, read_prefix
 
 __all__ = ["relay"]
 
@@ -101,7 +106,9 @@ async def relay(
         state.in_flight -= 1
 
 
-def _new_call(admission: Admission, channel: Channel, endpoint: Endpoint) -> RelayCall:
+def _new_call(
+    admission: Admission, channel: Channel, endpoint: Endpoint, max_event_bytes: int
+) -> RelayCall:
     view = admission.view
     return RelayCall(
         endpoint=endpoint,
@@ -112,6 +119,7 @@ def _new_call(admission: Admission, channel: Channel, endpoint: Endpoint) -> Rel
         stream=view.stream,
         client_wants_usage=view.include_usage,
         native_thinking=None if admission.dialect is None else admission.dialect.native_thinking,
+        max_event_bytes=max_event_bytes,
     )
 
 
@@ -122,19 +130,24 @@ async def _dispatch(state: AppState, admission: Admission, endpoint: Endpoint) -
     last: UpstreamFailure | None = None
     attempts = 0
     inlined: dict[bool, RelayCall] = {}
+    max_event_bytes = state.settings.limits.max_upstream_event_bytes
     for channel in state.router.plan(admission.view.model, endpoint, state.health):
         if attempts >= retry.max_attempts or loop.time() >= deadline:
             break
         if attempts:
             state.metrics.retry(endpoint)
         attempts += 1
-        attempt = _Attempt(channel, _new_call(admission, channel, endpoint), inlined)
+        call = _new_call(admission, channel, endpoint, max_event_bytes)
+        attempt = _Attempt(channel, call, inlined)
         try:
             return await _try_channel(state, admission, attempt, deadline)
         except _AttemptFailed as failed:
             last = failed.failure
             state.health.record_failure(channel.name, admission.view.model, last.kind)
             state.metrics.upstream_error(channel.name, last.kind)
+            if last.kind in DEAD_CHANNEL_KINDS:
+                # Maybe this request's fault, maybe the channel's: its own probe decides.
+                confirm_soon(state, channel, last)
             log.warning(
                 "request %s: channel %s failed (%s, upstream status %s)",
                 admission.request_id,
@@ -226,7 +239,7 @@ def _with_local_usage(body: bytes, prompt_tokens: int) -> bytes:
 
 async def _read_error_body(response: aiohttp.ClientResponse) -> bytes:
     try:
-        return await response.content.read(_MAX_ERROR_BODY)
+        return await read_prefix(response, _MAX_ERROR_BODY)
     except (aiohttp.ClientError, TimeoutError, OSError):
         return b""
     finally:
@@ -236,8 +249,12 @@ async def _read_error_body(response: aiohttp.ClientResponse) -> bytes:
 async def _finish_whole(
     state: AppState, admission: Admission, attempt: _Attempt, response: aiohttp.ClientResponse
 ) -> Response:
+    limit = state.settings.limits.max_upstream_body_bytes
     try:
-        body = await response.read()
+        body = await read_body(response, limit)
+    except BodyTooLarge:
+        response.close()  # the rest is not wanted: stop the upstream sending it
+        raise _AttemptFailed(response_too_large("response body", limit)) from None
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         kind: FailureKind = "timeout" if isinstance(exc, TimeoutError) else "bad_response"
         raise _AttemptFailed(

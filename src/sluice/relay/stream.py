@@ -87,6 +87,8 @@ class StreamSession:
                         if ended:
                             self._done_delivered = True
                             break  # nothing follows [DONE]: end now, not at the upstream's EOF
+                        if translator.failure is not None:
+                            break  # an error event ends the stream: read no more upstream
                     if time.monotonic() > total_deadline:
                         raise TimeoutError("total stream time exceeded")
                 if not self._done_delivered:
