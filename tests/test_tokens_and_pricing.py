@@ -46,4 +46,4 @@ def test_price_lookup_rules() -> None:
     assert book.find("openai/gpt-4o") == gpt4o
     assert book.find("team-model") is not None
     assert book.find("unknown-model") is None
-    assert book.rate_for("alias", ["gpt-4o"]) == gpt4o
+    assert book.reservation_rate("alias", ["gpt-4o"]) == gpt4o

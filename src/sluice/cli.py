@@ -292,6 +292,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"  {problem}")
         return 1
+    from sluice.metering.pricing import PriceBook, cheaper_alias_warnings
+
+    for warning in cheaper_alias_warnings(PriceBook(settings.pricing), settings.channels):
+        print(f"  warning: {warning}")
     print(f"{path}: OK ({len(settings.channels)} channels)")
     return 0
 

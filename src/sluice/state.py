@@ -23,7 +23,9 @@ from sluice.metering.pricing import PriceBook
 from sluice.metering.quota import BudgetLedger, LocalLedger
 from sluice.metering.tokens import TokenCounter
 from sluice.observability.metrics import Metrics
+from sluice.offload import Offload
 from sluice.redis_backend.wiring import RedisServices
+from sluice.refusals import RefusalMemory
 from sluice.routing import ChannelHealth, Router, build_router
 from sluice.settings import ChannelConfig, Settings
 from sluice.storage.aio import AsyncEngine
@@ -72,6 +74,8 @@ class AppState:
     concurrency: ConcurrencyLimiter = field(default_factory=MemoryConcurrency)
     # Confirmation probes of channels that answered 401/402/403 (sluice.health_probe).
     probe_gate: ProbeGate = field(default_factory=ProbeGate)
+    refusals: RefusalMemory = field(default_factory=RefusalMemory)  # checked before the body
+    offload: Offload = field(default_factory=Offload)  # large bodies parsed/counted off the loop
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run work that must finish even if the request that started it is cancelled."""
@@ -108,6 +112,7 @@ class AppState:
     async def start(self) -> None:
         """Lifespan start: background writers and, with Redis, the shared services."""
         self.usage_sink.start()
+        self.offload.start()
         if self.redis is not None:
             await self.redis.start(self.key_cache)
 
@@ -134,6 +139,7 @@ class AppState:
             await self.redis.close()
         await self.session.close()
         await self.engine.dispose()
+        self.offload.close()
 
 
 def _timeouts(settings: Settings) -> Timeouts:

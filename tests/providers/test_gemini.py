@@ -79,7 +79,7 @@ def gemini_channel(fake: FakeGemini, **overrides: Any) -> dict[str, Any]:
         "base_url": fake.base_url,
         "api_key": UPSTREAM_KEY,
         "models": ["gemini-*"],
-        "model_map": {GEMINI_3: "gemini-3-flash-preview"},  # priced as gemini-2.5-flash
+        "model_map": {GEMINI_3: "gemini-3-flash-preview"},  # priced in shared_gateway
         "safety_settings": SAFETY,
     }
     channel.update(overrides)
@@ -96,6 +96,14 @@ def shared_gateway(
         tmp_path_factory.mktemp("gemini"),
         [gemini_channel(shared_fake)],
         retry={"max_retry_after_s": 0},
+        # The upstream model is what is billed (not the alias), and the shipped table has no
+        # Gemini 3 price yet.
+        pricing={
+            "overrides": {
+                "test-*": {"input": 1.0, "output": 2.0},
+                "gemini-3-flash-preview": {"input": 0.3, "output": 2.5},
+            }
+        },
     )
     gateway = start_gateway(loop_thread, settings)
     yield gateway

@@ -27,7 +27,7 @@ from sluice.inbound.anthropic_response import (
     to_anthropic_message,
 )
 from sluice.protocol.validate import validate_body
-from sluice.relay.admission import Admission, authenticate
+from sluice.relay.admission import Admission, authenticate, count_request, refuse_early
 from sluice.relay.engine import relay
 from sluice.relay.http import json_response, read_json_body, request_id_of
 from sluice.state import AppState
@@ -55,6 +55,11 @@ def anthropic_error_response(request: Request, exc: SluiceError) -> Response:
     return json_response(body, status, headers)
 
 
+def _translated(params: Any) -> tuple[dict[str, Any], bytes]:
+    body = to_openai_chat(params)
+    return body, orjson.dumps(body)
+
+
 class AnthropicDialect:
     """The relay's ``Dialect`` for Anthropic Messages clients."""
 
@@ -64,14 +69,17 @@ class AnthropicDialect:
         self.native_thinking: dict[str, Any] | None = None
 
     async def read_body(self, request: Request) -> tuple[dict[str, Any], bytes]:
-        limits = self._state.settings.limits
-        params, _raw = await read_json_body(request, limits.max_body_bytes, limits.max_json_depth)
-        body = to_openai_chat(params)
+        state = self._state
+        limits = state.settings.limits
+        params, raw = await read_json_body(
+            request, limits.max_body_bytes, limits.max_json_depth, state.offload
+        )
+        body, translated = await state.offload.run(len(raw), lambda: _translated(params))
         thinking = params.get("thinking")  # params is an object: to_openai_chat checked it
         self._thinking = isinstance(thinking, dict) and thinking.get("type") != "disabled"
         # Kept out of the OpenAI body; an Anthropic channel receives it exactly as sent.
         self.native_thinking = thinking if isinstance(thinking, dict) else None
-        return body, orjson.dumps(body)
+        return body, translated
 
     def _context(self, admission: Admission) -> MessageContext:
         stop = admission.body.get("stop")
@@ -124,27 +132,38 @@ async def messages(request: Request) -> Response:
 
 
 async def count_tokens(request: Request) -> Response:
-    """Input tokens counted locally (the estimate admission reserves with); no charge."""
+    """Input tokens counted locally (the estimate admission reserves with); no charge, but
+    each call counts against the key's rpm, and large bodies are counted off the event loop."""
     state = _state(request)
     try:
         key = await authenticate(state, request)
+        refuse_early(state, key)  # an exhausted or rpm-refused key: before the body is read
         limits = state.settings.limits
-        params, _raw = await read_json_body(request, limits.max_body_bytes, limits.max_json_depth)
+        params, raw = await read_json_body(
+            request, limits.max_body_bytes, limits.max_json_depth, state.offload
+        )
         if isinstance(params, dict):
             # count_tokens takes no max_tokens; the translation requires one.
             params = {**params, "max_tokens": 1, "stream": False}
-        body = to_openai_chat(params)
-        model = validate_body("chat", body).model
+        body, model = await state.offload.run(len(raw), lambda: _validated_chat(params))
         if not key.allows_model(model):
             raise PermissionDenied(f"This API key is not allowed to use the model '{model}'.")
         if not state.router.has_model(model):
             raise NotFound(f"The model '{model}' does not exist or you do not have access to it.")
-        tokens = state.tokens.count_messages(body["messages"], body.get("tools"))
+        await count_request(state, key)  # free, but not unlimited: counts against rpm
+        tokens = await state.offload.run(
+            len(raw), lambda: state.tokens.count_messages(body["messages"], body.get("tools"))
+        )
     except SluiceError as exc:
         return anthropic_error_response(request, exc)
     request_id = request_id_of(request)
     headers = {"x-request-id": request_id, "request-id": request_id}
     return json_response({"input_tokens": tokens}, headers=headers)
+
+
+def _validated_chat(params: Any) -> tuple[dict[str, Any], str]:
+    body = to_openai_chat(params)
+    return body, validate_body("chat", body).model
 
 
 def anthropic_routes() -> list[Route]:

@@ -15,9 +15,16 @@ from importlib import resources
 import yaml
 
 from sluice.errors import InvalidRequest
-from sluice.settings import PricingConfig
+from sluice.settings import ChannelConfig, PricingConfig
 
-__all__ = ["ModelRate", "PriceBook", "UsageTokens", "usd_to_micro", "micro_to_usd"]
+__all__ = [
+    "ModelRate",
+    "PriceBook",
+    "UsageTokens",
+    "cheaper_alias_warnings",
+    "usd_to_micro",
+    "micro_to_usd",
+]
 
 _DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|latest|preview(-\d{2}-\d{2})?)$")
 _MICRO = 1_000_000
@@ -47,6 +54,15 @@ class ModelRate:
     output: int
     cached_input: int
     cache_write: int
+
+    def upper(self, other: ModelRate) -> ModelRate:
+        """Per token kind the larger of the two: an upper bound of either."""
+        return ModelRate(
+            max(self.input, other.input),
+            max(self.output, other.output),
+            max(self.cached_input, other.cached_input),
+            max(self.cache_write, other.cache_write),
+        )
 
     def cost(self, usage: UsageTokens) -> int:
         cached = min(usage.cached, usage.prompt)
@@ -106,12 +122,19 @@ class PriceBook:
         self._prefixes = sorted(self._table, key=len, reverse=True)
         self._cache: dict[str, ModelRate | None] = {}
 
-    def find(self, model: str) -> ModelRate | None:
-        if model in self._cache:
-            return self._cache[model]
+    def exact(self, model: str) -> ModelRate | None:
+        """The model's own price: listed under its exact name or matched by a config glob."""
         rate = self._table.get(model)
         if rate is None:
             rate = next((r for p, r in self._patterns if fnmatch.fnmatchcase(model, p)), None)
+        return rate
+
+    def find(self, model: str) -> ModelRate | None:
+        """The price of an upstream model: exact, then without provider prefix or date suffix,
+        then the longest listed prefix (``gpt-4o-2024-08-06`` is priced as ``gpt-4o``)."""
+        if model in self._cache:
+            return self._cache[model]
+        rate = self.exact(model)
         if rate is None:
             base = model.rsplit("/", 1)[-1]
             while rate is None and base:
@@ -126,17 +149,22 @@ class PriceBook:
             self._cache[model] = rate
         return rate
 
-    def rate_for(self, model: str, upstream_names: Iterable[str] = ()) -> ModelRate:
-        """The rate to charge, or the unpriced policy's answer.
+    def served_rate(self, model: str, upstream_model: str) -> ModelRate | None:
+        """What a call to ``upstream_model`` (a channel's ``model_map`` target of the requested
+        ``model``) costs, or None when neither has a price.
 
-        The requested name is priced first; an alias (``model_map``) without a price of its own
-        is priced as the upstream model it maps to.
+        The model actually called is priced, never the alias: a cheaper name mapped to an
+        expensive model must not bill the cheap price. Only when the upstream name has no price
+        at all (an Azure deployment name, a local file) does the alias's *own* price count —
+        its exact name or a config glob, never a fuzzy match of the alias.
         """
-        rate = self.find(model)
-        if rate is None:
-            rate = next((r for r in map(self.find, upstream_names) if r is not None), None)
-        if rate is not None:
-            return rate
+        rate = self.find(upstream_model)
+        if rate is None and upstream_model != model:
+            rate = self.exact(model)
+        return rate
+
+    def unpriced(self, model: str) -> ModelRate:
+        """The unpriced-model policy's answer: free, or 400 ``model_not_priced``."""
         if self._policy == "free":
             return FREE
         raise InvalidRequest(
@@ -145,3 +173,49 @@ class PriceBook:
             param="model",
             code="model_not_priced",
         )
+
+    def reservation_rate(self, model: str, upstream_names: Iterable[str]) -> ModelRate:
+        """An upper bound of what any candidate channel's call may cost, per token kind.
+
+        Whichever channel serves the request, it is settled at no more than this rate, so the
+        reservation holds. Any candidate without a price applies the unpriced policy.
+        """
+        bound: ModelRate | None = None
+        for upstream in upstream_names:
+            rate = self.served_rate(model, upstream)
+            if rate is None:
+                rate = self.unpriced(model)
+            bound = rate if bound is None or bound == rate else bound.upper(rate)
+        return self.unpriced(model) if bound is None else bound
+
+    def settlement_rate(
+        self, model: str, upstream_model: str | None, reserved: ModelRate
+    ) -> ModelRate:
+        """The rate of the model that served the request; ``reserved`` when none did (or when
+        a reload since admission left it unpriced: settlement must not fail)."""
+        if upstream_model is None:
+            return reserved
+        rate = self.served_rate(model, upstream_model)
+        if rate is None:
+            return FREE if self._policy == "free" else reserved
+        return rate
+
+
+def cheaper_alias_warnings(book: PriceBook, channels: Iterable[ChannelConfig]) -> list[str]:
+    """``model_map`` aliases whose own name is priced below the model they call.
+
+    Requests are billed at the target's price, but an alias that looks cheaper (``gpt-4o-mini``
+    mapped to ``gpt-4o``) misleads whoever reads the price list: ``sluice config check`` says so.
+    """
+    warnings: list[str] = []
+    for channel in channels:
+        for alias, target in channel.model_map.items():
+            alias_rate, target_rate = book.find(alias), book.find(target)
+            if alias == target or alias_rate is None or target_rate is None:
+                continue
+            if alias_rate.input < target_rate.input or alias_rate.output < target_rate.output:
+                warnings.append(
+                    f"channel {channel.name}: alias '{alias}' is priced below its target "
+                    f"'{target}'; requests for it are billed at the price of '{target}'"
+                )
+    return warnings

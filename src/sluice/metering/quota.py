@@ -77,6 +77,11 @@ class LocalLedger:
         account.reserved += amount
         return Reservation(key_id=key_id, amount=amount)
 
+    def committed(self, key_id: str, spent_in_db: int) -> int:
+        """Spent plus reserved (in flight), as ``reserve`` compares it with the budget."""
+        account = self._accounts.get(key_id)
+        return spent_in_db if account is None else account.spent + account.reserved
+
     async def settle(self, reservation: Reservation, actual: int) -> None:
         if reservation.settled:
             return

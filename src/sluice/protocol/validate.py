@@ -18,6 +18,7 @@ __all__ = ["RequestView", "validate_body", "MAX_OUTPUT_TOKENS"]
 
 MAX_OUTPUT_TOKENS = 1_000_000
 _MAX_N = 128
+_MAX_BEST_OF = 20  # OpenAI's bound for legacy completions
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 _MODEL_MAX_LEN = 256
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
@@ -35,8 +36,8 @@ class RequestView:
     model: str
     stream: bool
     include_usage: bool
-    max_tokens: int | None
-    n: int
+    max_tokens: int | None  # the larger of max_tokens and max_completion_tokens
+    n: int  # choices generated: the larger of n and best_of
 
 
 def _fail(message: str, param: str | None, code: str = "invalid_value") -> InvalidRequest:
@@ -261,6 +262,24 @@ def _require_input(body: dict[str, Any], name: str) -> None:
     )
 
 
+def _output_bounds(body: dict[str, Any], endpoint: Endpoint) -> tuple[int | None, int]:
+    """The most output tokens per choice and the most choices the upstream may generate.
+
+    Both caps and both counts are taken at their larger value: upstreams differ in which of
+    ``max_tokens``/``max_completion_tokens`` wins and whether ``best_of`` candidates are
+    generated (and billed) beside ``n``, and a reservation must be an upper bound whatever the
+    upstream does with them. ``best_of`` is forwarded on chat too (vLLM honours it there).
+    """
+    max_tokens = _optional_int(body, "max_tokens", 1, MAX_OUTPUT_TOKENS)
+    completion_cap = _optional_int(body, "max_completion_tokens", 1, MAX_OUTPUT_TOKENS)
+    if completion_cap is not None and (max_tokens is None or completion_cap > max_tokens):
+        max_tokens = completion_cap
+    n = _optional_int(body, "n", 1, _MAX_N) or 1
+    best_of_cap = _MAX_BEST_OF if endpoint == "completions" else _MAX_N
+    best_of = _optional_int(body, "best_of", 1, best_of_cap) or 1
+    return max_tokens, max(n, best_of)
+
+
 def validate_body(endpoint: Endpoint, body: Any) -> RequestView:
     if not isinstance(body, dict):
         raise _fail("The request body must be a JSON object.", None, "invalid_json")
@@ -270,10 +289,7 @@ def validate_body(endpoint: Endpoint, body: Any) -> RequestView:
     n = 1
     if endpoint in ("chat", "completions"):
         stream, include_usage = _stream_fields(body)
-        max_tokens = _optional_int(body, "max_tokens", 1, MAX_OUTPUT_TOKENS)
-        completion_cap = _optional_int(body, "max_completion_tokens", 1, MAX_OUTPUT_TOKENS)
-        max_tokens = completion_cap if completion_cap is not None else max_tokens
-        n = _optional_int(body, "n", 1, _MAX_N) or 1
+        max_tokens, n = _output_bounds(body, endpoint)
         _validate_sampling(body)
     if endpoint == "chat":
         _validate_messages(body.get("messages"))
@@ -281,7 +297,6 @@ def validate_body(endpoint: Endpoint, body: Any) -> RequestView:
         _optional_bool(body, "parallel_tool_calls")
     elif endpoint == "completions":
         _require_input(body, "prompt")
-        _optional_int(body, "best_of", 1, 20)
         _optional_int(body, "logprobs", 0, 5)
     elif endpoint in ("embeddings", "moderations"):
         _require_input(body, "input")

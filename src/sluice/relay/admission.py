@@ -19,9 +19,10 @@ from sluice.errors import InsufficientQuota, NotFound, PermissionDenied, RateLim
 from sluice.keys import KeyRecord
 from sluice.limits import LimitDecision
 from sluice.metering.pricing import ModelRate, UsageTokens
-from sluice.metering.quota import Reservation
+from sluice.metering.quota import LocalLedger, Reservation, insufficient_quota
 from sluice.protocol.validate import RequestView, validate_body
 from sluice.providers.base import Endpoint
+from sluice.refusals import rpm_refusal
 from sluice.relay.http import client_ip, read_json_body, request_id_of
 from sluice.relay.together import both_settled
 from sluice.state import AppState
@@ -29,7 +30,7 @@ from sluice.state import AppState
 if TYPE_CHECKING:
     from sluice.relay.dialect import Dialect
 
-__all__ = ["Admission", "admit", "authenticate"]
+__all__ = ["Admission", "admit", "authenticate", "count_request", "refuse_early"]
 
 _DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
 _PROMPT_MARGIN_TOKENS = 16
@@ -42,7 +43,7 @@ class Admission:
     view: RequestView
     body: dict[str, Any]
     raw_body: bytes
-    rate: ModelRate
+    rate: ModelRate  # reservation rate: the dearest candidate channel's upstream model
     prompt_tokens: int  # counted locally
     reserved_tokens: int  # prompt + worst-case completion, as charged to the tpm window
     reservation: Reservation
@@ -65,6 +66,39 @@ async def authenticate(state: AppState, request: Request) -> KeyRecord:
     return record
 
 
+def refuse_early(state: AppState, key: KeyRecord) -> None:
+    """Refusals known without the body (``sluice.refusals``): O(1), no I/O.
+
+    A key whose budget is spent, or that was refused on its rpm and has not waited the
+    retry-after it was told, is refused before its body is parsed and its tokens counted.
+    """
+    budget = key.budget_micro
+    if budget is not None:
+        ledger = state.ledger
+        committed = (
+            ledger.committed(key.id, key.spent_micro)
+            if isinstance(ledger, LocalLedger)
+            else key.spent_micro  # the key cache's, which only lags behind the true spend
+        )
+        if committed >= budget:
+            raise insufficient_quota(budget, committed)
+    if key.rpm is not None:
+        wait = state.refusals.wait_s(key.id, key.rpm)
+        if wait > 0:
+            raise rpm_refusal(key.rpm, wait)
+
+
+async def count_request(state: AppState, key: KeyRecord) -> None:
+    """Count one request against the key's rpm only: for calls that reach no upstream and
+    cost nothing (``/v1/messages/count_tokens``), which must still not be unlimited."""
+    if key.rpm is None:
+        return
+    decision = await state.limiter.admit(key.id, key.rpm, None, 0)
+    if not decision.allowed:
+        state.refusals.remember(key.id, key.rpm, decision.retry_after_s)
+        raise _rate_limited(key, decision)
+
+
 def _estimate_prompt(state: AppState, endpoint: Endpoint, body: dict[str, Any]) -> int:
     tokens = state.tokens
     if endpoint == "chat":
@@ -81,24 +115,7 @@ def _completion_allowance(state: AppState, view: RequestView) -> int:
     return per_choice * view.n
 
 
-async def admit(
-    state: AppState, request: Request, endpoint: Endpoint, dialect: Dialect | None = None
-) -> Admission:
-    started = time.perf_counter()
-    created_at = time.time()
-    request_id = request_id_of(request)
-    key = await authenticate(state, request)
-    limits = state.settings.limits
-    if dialect is None:
-        body, raw = await read_json_body(request, limits.max_body_bytes, limits.max_json_depth)
-    else:
-        body, raw = await dialect.read_body(request)  # already translated to OpenAI format
-    view = validate_body(endpoint, body)
-    if endpoint == "moderations" and not view.model:
-        body = {**body, "model": _DEFAULT_MODERATION_MODEL}
-        raw = orjson.dumps(body)
-        view = validate_body(endpoint, body)
-    model = view.model
+def _check_model(state: AppState, key: KeyRecord, model: str) -> None:
     if not key.allows_model(model):
         raise PermissionDenied(
             f"This API key is not allowed to use the model '{model}'.",
@@ -111,16 +128,51 @@ async def admit(
             param="model",
             code="model_not_found",
         )
+
+
+async def admit(
+    state: AppState, request: Request, endpoint: Endpoint, dialect: Dialect | None = None
+) -> Admission:
+    started = time.perf_counter()
+    created_at = time.time()
+    request_id = request_id_of(request)
+    key = await authenticate(state, request)
+    refuse_early(state, key)  # before the body is read, parsed or tokenised
+    limits = state.settings.limits
+    # Parsing, validating and counting a large body take milliseconds to a second of CPU: for
+    # those, each step runs off the event loop (``state.offload``), small bodies stay inline.
+    if dialect is None:
+        body, raw = await read_json_body(
+            request, limits.max_body_bytes, limits.max_json_depth, state.offload
+        )
+    else:
+        body, raw = await dialect.read_body(request)  # already translated to OpenAI format
+    view = await state.offload.run(len(raw), lambda: validate_body(endpoint, body))
+    if endpoint == "moderations" and not view.model:
+        body = {**body, "model": _DEFAULT_MODERATION_MODEL}
+        raw = orjson.dumps(body)
+        view = validate_body(endpoint, body)
+    model = view.model
+    _check_model(state, key, model)
     upstream_names = (c.config.upstream_model(model) for c in state.router.candidates(model))
-    rate = state.prices.rate_for(model, upstream_names)
-    prompt_tokens = _estimate_prompt(state, endpoint, body)
+    # An upper bound over the channels that may serve it; settled at the served model's rate.
+    rate = state.prices.reservation_rate(model, upstream_names)
+    prompt_tokens = await state.offload.run(
+        len(raw), lambda: _estimate_prompt(state, endpoint, body)
+    )
     completion_allowance = _completion_allowance(state, view)
     # Upstreams count with their own tokenizers; hold a margin so the reservation stays an
     # upper bound and concurrent requests cannot push a key past its budget.
     prompt_allowance = prompt_tokens + prompt_tokens // 5 + _PROMPT_MARGIN_TOKENS
     reserved_tokens = prompt_allowance + completion_allowance
     estimate = rate.cost(UsageTokens(prompt=prompt_allowance, completion=completion_allowance))
-    decision, reservation = await _limit_and_reserve(state, key, reserved_tokens, estimate)
+    try:
+        decision, reservation = await _limit_and_reserve(state, key, reserved_tokens, estimate)
+    except _WindowRefusal as refused:
+        if refused.decision.exceeded == "requests" and key.rpm is not None:
+            # Its next requests are refused before their bodies are read, until retry-after.
+            state.refusals.remember(key.id, key.rpm, refused.decision.retry_after_s)
+        raise
     try:
         lease = await _take_slot(state, key, request_id, reserved_tokens)
     except BaseException:
@@ -144,12 +196,21 @@ async def admit(
     )
 
 
-def _rate_limited(key: KeyRecord, decision: LimitDecision) -> RateLimited:
+class _WindowRefusal(RateLimited):
+    """A refusal by the rpm/tpm windows, carrying the limiter's decision."""
+
+    def __init__(self, message: str, decision: LimitDecision, headers: dict[str, str]) -> None:
+        super().__init__(message, headers=headers)
+        self.decision = decision
+
+
+def _rate_limited(key: KeyRecord, decision: LimitDecision) -> _WindowRefusal:
     retry_after = max(int(decision.retry_after_s + 0.999), 1)
-    return RateLimited(
+    return _WindowRefusal(
         f"Rate limit reached for this key on {decision.exceeded} per minute "
         f"(limit {key.rpm if decision.exceeded == 'requests' else key.tpm}). "
         f"Try again in {retry_after}s.",
+        decision,
         headers={**decision.headers, "retry-after": str(retry_after)},
     )
 

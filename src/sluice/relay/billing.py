@@ -89,7 +89,10 @@ async def settle(state: AppState, admission: Admission, outcome: Outcome) -> Usa
     if admission.lease is not None:  # first: a failure below must not leak the slot
         await state.concurrency.release(admission.lease)
     usage = _metered_usage(state, admission, outcome)
-    cost = admission.rate.cost(usage)
+    rate = state.prices.settlement_rate(
+        admission.view.model, outcome.upstream_model, admission.rate
+    )
+    cost = rate.cost(usage)
     if outcome.bill_reservation and admission.reservation.amount > cost:
         usage, cost = _reserved_usage(admission), admission.reservation.amount
     token_correction = usage.prompt + usage.completion - admission.reserved_tokens

@@ -16,6 +16,7 @@ from sluice.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from sluice.offload import Offload
 from sluice.server_protocol import body_timed_out
 
 __all__ = [
@@ -47,17 +48,22 @@ def client_ip(request: Request) -> str | None:
 
 
 def _check_depth(value: Any, limit: int) -> None:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
+    # Level by level: the only objects that outlive an iteration are the level lists. A stack
+    # of (item, depth) tuples kept thousands alive at once for a long message list, and those
+    # allocations set off garbage collections (full ones in a large heap) under the GIL.
+    level = [value] if isinstance(value, (dict, list)) else []
+    depth = 1
+    while level:
         if depth > limit:
             raise InvalidRequest(
                 f"The JSON body is nested more than {limit} levels deep.", code="invalid_json"
             )
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, (dict, list)))
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item if isinstance(v, (dict, list)))
+        deeper: list[Any] = []
+        for item in level:
+            children = item.values() if isinstance(item, dict) else item
+            deeper += [v for v in children if isinstance(v, (dict, list))]
+        level = deeper
+        depth += 1
 
 
 def _may_be_deep(raw: bytes, limit: int) -> bool:
@@ -66,7 +72,10 @@ def _may_be_deep(raw: bytes, limit: int) -> bool:
     return raw.count(b"[") + raw.count(b"{") > limit
 
 
-async def read_json_body(request: Request, max_bytes: int, max_depth: int) -> tuple[Any, bytes]:
+async def read_json_body(
+    request: Request, max_bytes: int, max_depth: int, offload: Offload | None = None
+) -> tuple[Any, bytes]:
+    """The body, parsed and depth-checked: off the event loop when large (``offload``)."""
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";", 1)[0].strip().lower()
     if media and media != JSON_TYPE and not media.endswith("+json"):
@@ -92,6 +101,12 @@ async def read_json_body(request: Request, max_bytes: int, max_depth: int) -> tu
             ) from None
         raise ClientClosedRequest("The client closed the connection mid-request.") from None
     raw = b"".join(chunks)
+    if offload is None:
+        return _parse_json(raw, max_depth), raw
+    return await offload.run(len(raw), lambda: _parse_json(raw, max_depth)), raw
+
+
+def _parse_json(raw: bytes, max_depth: int) -> Any:
     if not raw.strip():
         raise InvalidRequest("The request body is empty: send a JSON object.", code="invalid_json")
     try:
@@ -104,7 +119,7 @@ async def read_json_body(request: Request, max_bytes: int, max_depth: int) -> tu
         ) from None
     if _may_be_deep(raw, max_depth):
         _check_depth(body, max_depth)
-    return body, raw
+    return body
 
 
 def json_response(
