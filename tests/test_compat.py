@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
-from sluice.compat.aiohttp import use_idle_timeout
+from sluice.compat.aiohttp import request_body, use_idle_timeout
 from sluice.compat.logging import skip_caller_lookup
 from sluice.compat.sqlalchemy import greenlet_spawn
 from sluice.compat.tiktoken import drop_python_ranks
@@ -74,6 +74,30 @@ async def test_aiohttp_idle_timeout_replaces_the_first_byte_timeout() -> None:
     finally:
         await runner.cleanup()
     assert waited < 0.8, _fix("aiohttp", f"the idle limit did not apply (waited {waited:.2f} s)")
+
+
+@pytest.mark.parametrize("size", [10, 1024 * 1024, 1024 * 1024 + 1, 5 * 1024 * 1024])
+async def test_aiohttp_sends_large_in_memory_bodies_whole_and_without_a_warning(size: int) -> None:
+    """aiohttp warns (ResourceWarning, an error under pytest) for a bytes body over 1 MiB; the
+    gateway's upstream bodies (8 MiB chat requests, inlined images) must go out whole."""
+    received: list[bytes] = []
+
+    async def sink(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.Response(text="ok")
+
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app.router.add_post("/", sink)
+    runner, port = await serve_on_loopback(app)
+    body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{port}/"
+            async with session.post(url, data=request_body(body)) as response:
+                assert response.status == 200
+    finally:
+        await runner.cleanup()
+    assert received == [body], _fix("aiohttp", "the in-memory body payload no longer sends it")
 
 
 # --- SQLAlchemy -------------------------------------------------------------------------------
@@ -175,3 +199,27 @@ def test_every_runtime_dependency_has_an_upper_bound() -> None:
         assert any(spec.operator in ("<", "<=", "==", "~=") for spec in requirement.specifier), (
             f"{requirement.name}: add an upper bound (below the next major) in pyproject.toml"
         )
+
+
+# --- uvicorn ----------------------------------------------------------------------------------
+
+
+def test_uvicorn_httptools_protocol_still_has_what_the_deadline_protocol_uses() -> None:
+    """``sluice/server_protocol.py`` subclasses uvicorn's httptools protocol (header and body
+    deadlines, the connection cap): the hooks it overrides and the attributes it reads."""
+    from uvicorn.protocols.http.flow_control import FlowControl
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+    hooks = ["connection_made", "connection_lost", "on_message_begin", "on_headers_complete",
+             "on_message_complete"]  # fmt: skip
+    missing = [name for name in hooks if not callable(getattr(HttpToolsProtocol, name, None))]
+    source = inspect.getsource(HttpToolsProtocol)
+    for name in ("connections", "tasks", "flow", "cycle", "scope", "app", "limit_concurrency",
+                 "loop", "transport"):  # fmt: skip
+        if f"self.{name} =" not in source and f"self.{name}: " not in source:
+            missing.append(f"self.{name}")
+    if "read_paused" not in inspect.getsource(FlowControl):
+        missing.append("FlowControl.read_paused")
+    cycle = inspect.getsource(RequestResponseCycle)
+    missing += [f"cycle.{n}" for n in ("response_started", "response_complete") if n not in cycle]
+    assert not missing, f"gone: {missing}: update src/sluice/server_protocol.py for this uvicorn"

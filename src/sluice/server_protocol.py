@@ -17,6 +17,10 @@ so its log says 408 rather than 499.
 
 ``limits.max_connections_per_worker`` replaces uvicorn's ``limit_concurrency`` (same rule:
 connections or running requests), answering with OpenAI-shaped JSON rather than plain text.
+
+This is the one module that relies on uvicorn's internals (the httptools protocol's hooks and
+attributes, its flow control and request cycle); ``tests/test_compat.py`` names what it uses
+and fails first when a uvicorn release changes it.
 """
 
 from __future__ import annotations

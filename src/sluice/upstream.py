@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
+from sluice.compat.aiohttp import request_body
 from sluice.compat.aiohttp import use_idle_timeout as _use_idle_timeout
 from sluice.providers.base import UpstreamFailure, UpstreamRequest
 
@@ -149,7 +150,7 @@ class UpstreamClient:
                 response = await self._session.request(
                     request.method,
                     self._url(request.url),
-                    data=request.body,
+                    data=request_body(request.body),
                     headers=request.headers,
                     timeout=timeout,
                     allow_redirects=False,

@@ -356,9 +356,6 @@ def _eight_mib_chat() -> bytes:
     return raw
 
 
-# aiohttp warns when it is handed more than 1 MiB as bytes to send upstream (ignored outside
-# tests, where ResourceWarning is off by default); not what this test is about.
-@pytest.mark.filterwarnings("ignore:Sending a large body directly:ResourceWarning")
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages/count_tokens"])
 def test_healthz_answers_while_an_8_mib_body_is_tokenised(
     gateway_factory: GatewayFactory, sink_upstream: str, path: str

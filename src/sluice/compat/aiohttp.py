@@ -12,8 +12,10 @@ limit; ``tests/test_compat.py`` fails first.
 from __future__ import annotations
 
 import aiohttp
+import aiohttp.abc
+import aiohttp.payload
 
-__all__ = ["use_idle_timeout"]
+__all__ = ["request_body", "use_idle_timeout"]
 
 
 def use_idle_timeout(response: aiohttp.ClientResponse, idle_s: float) -> None:
@@ -32,3 +34,35 @@ def use_idle_timeout(response: aiohttp.ClientResponse, idle_s: float) -> None:
         restart = getattr(protocol, "start_timeout", None)
         if callable(restart):
             restart()
+
+
+# aiohttp warns (ResourceWarning) for every bytes body over 1 MiB, suggesting io.BytesIO, whose
+# payload reads its chunks through the default executor (where aiohttp's DNS lookups also run).
+# A body Sluice sends is already in memory and goes to the transport in one write, which is
+# flow-controlled and does not block the loop: a payload of our own carries it without the
+# warning. ``aiohttp.payload.Payload`` is public and meant to be subclassed; what is pinned here
+# is only the threshold.
+_LARGE_BODY = 1024 * 1024
+
+
+class _InMemoryBody(aiohttp.payload.Payload):
+    _value: bytes
+
+    def __init__(self, value: bytes) -> None:
+        super().__init__(value, content_type="application/octet-stream")
+        self._size = len(value)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self._value.decode(encoding, errors)
+
+    async def as_bytes(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return self._value
+
+    async def write(self, writer: aiohttp.abc.AbstractStreamWriter) -> None:
+        await writer.write(self._value)
+
+
+def request_body(body: bytes) -> bytes | aiohttp.payload.Payload:
+    """What to pass as ``data=``: the bytes themselves, or for large bodies a payload that sends
+    them the same way without aiohttp's large-body warning."""
+    return body if len(body) <= _LARGE_BODY else _InMemoryBody(body)
