@@ -9,7 +9,6 @@ disabled only when its own test request (the health probe) fails the same way.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,32 +20,17 @@ from sluice.health import MemoryChannelHealth, ProbeGate
 from sluice.providers.base import FailureKind
 from sluice.settings import CircuitConfig
 from tests.conftest import GatewayFactory
+from tests.security.conftest import Make
 from tests.security.scripted_upstream import (
     Handler,
     ScriptedUpstream,
     openai_error,
     openai_reply,
 )
-from tests.support import Gateway, LoopThread
+from tests.support import Gateway
 
 UPSTREAM_KEY = "sk-upstream-ISOLATION-secret-31313131"
 UPSTREAM_WORDS = "project proj_Xy12 of org-Secret"  # must never reach the client
-
-Make = Callable[[Handler], ScriptedUpstream]
-
-
-@pytest.fixture
-def scripted(loop_thread: LoopThread) -> Iterator[Make]:
-    started: list[ScriptedUpstream] = []
-
-    def make(handler: Handler) -> ScriptedUpstream:
-        upstream = loop_thread.run(ScriptedUpstream(handler).start())
-        started.append(upstream)
-        return upstream
-
-    yield make
-    for upstream in started:
-        loop_thread.run(upstream.stop())
 
 
 def _channel(name: str, upstream: ScriptedUpstream, **overrides: Any) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -25,13 +24,12 @@ from aiohttp import web
 
 from sluice.providers.sse import SseEventTooLarge, SseSplitter, parse_span
 from tests.conftest import GatewayFactory
-from tests.security.scripted_upstream import Handler, ScriptedUpstream, openai_reply
-from tests.support import Gateway, LoopThread
+from tests.security.conftest import Make
+from tests.security.scripted_upstream import ScriptedUpstream, openai_reply
+from tests.support import Gateway
 
 MiB = 1024 * 1024
 UPSTREAM_KEY = "sk-upstream-CAPS-secret-27272727"
-
-Make = Callable[[Handler], ScriptedUpstream]
 
 
 # --- the splitter ------------------------------------------------------------------------------
@@ -123,20 +121,6 @@ def test_many_small_events_are_not_one_big_one() -> None:
 
 
 # --- through the gateway ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def scripted(loop_thread: LoopThread) -> Iterator[Make]:
-    started: list[ScriptedUpstream] = []
-
-    def make(handler: Handler) -> ScriptedUpstream:
-        upstream = loop_thread.run(ScriptedUpstream(handler).start())
-        started.append(upstream)
-        return upstream
-
-    yield make
-    for upstream in started:
-        loop_thread.run(upstream.stop())
 
 
 def _channel(upstream: ScriptedUpstream, kind: str = "openai-compatible") -> dict[str, Any]:
