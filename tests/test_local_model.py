@@ -83,3 +83,31 @@ def test_local_model_stream_is_counted_locally(
     assert row["completion_tokens"] == TokenCounter().count_text(text) > 0
     assert row["prompt_tokens"] > 0 and row["cost_micro"] > 0
     assert local_gateway.key_record(key).spent_micro == row["cost_micro"]
+
+
+def test_local_model_stream_ends_with_the_usage_chunk_the_client_asked_for(
+    local_gateway: Gateway, sdk: Callable[..., Any]
+) -> None:
+    """llama.cpp sends no usage chunk; a client that asked for one still gets it, last before
+    [DONE], with exactly the counts billed."""
+    key = local_gateway.create_key("local-usage", budget_micro=1_000_000)
+    client = sdk(local_gateway, key)
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Count to three."}],
+            max_tokens=12,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    assert all(chunk.usage is None for chunk in chunks[:-1])
+    row = local_gateway.usage_rows(key)[0]
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (
+        row["prompt_tokens"],
+        row["completion_tokens"],
+    )
+    assert last.usage.total_tokens == row["prompt_tokens"] + row["completion_tokens"]
+    assert last.id == chunks[0].id and last.model == chunks[0].model
