@@ -53,7 +53,8 @@ def _registry() -> Registry:
     spec = yaml.load(SPEC_PATH.read_text(encoding="utf-8"), Loader=loader)
     document = _rewrite_nullable(spec)
     resource = Resource.from_contents(document, default_specification=DRAFT202012)
-    return Registry().with_resource(_ROOT, resource)
+    registry: Registry = Registry().with_resource(_ROOT, resource)  # typed Any by referencing
+    return registry
 
 
 def _validator(schema_name: str) -> jsonschema.Draft202012Validator:

@@ -158,7 +158,6 @@ def start_gateway(
         **uvicorn_options(settings),  # protocol, deadlines, proxy headers: as `sluice serve`
     )  # fmt: skip
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     gateway = Gateway(loop=loop, server=server, port=port, app=app)
 
     async def launch() -> None:

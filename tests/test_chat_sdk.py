@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import openai
 import pytest
@@ -14,7 +13,7 @@ from tests.conftest import GatewayFactory, openai_channel
 from tests.fakes.openai_upstream import FakeOpenAI, Scripted
 from tests.support import Gateway
 
-SdkFactory = Callable[..., Any]
+SdkFactory = Callable[..., openai.OpenAI]
 
 
 def test_chat_non_streaming_is_relayed_and_billed(
@@ -119,6 +118,7 @@ def test_finished_streams_hand_their_upstream_connection_back(
             model="test-model", messages=[{"role": "user", "content": "hi"}], stream=stream
         )
         if stream:
+            assert isinstance(reply, openai.Stream)
             assert "".join(c.choices[0].delta.content or "" for c in reply if c.choices)
         time.sleep(0.1)  # the end of the body arrives meanwhile; the connection is back
     peers = [item.peer for item in fake_openai.received]

@@ -9,13 +9,14 @@ import httpx
 import openai
 import orjson
 import pytest
+from openai.types.chat import ChatCompletionMessageFunctionToolCall, ChatCompletionToolUnionParam
 
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.openapi_schema import validate_openai
 from tests.support import Gateway
 
-SdkFactory = Callable[..., Any]
-TOOLS = [
+SdkFactory = Callable[..., openai.OpenAI]
+TOOLS: list[ChatCompletionToolUnionParam] = [
     {
         "type": "function",
         "function": {
@@ -44,7 +45,10 @@ def test_tools_are_forwarded_and_tool_calls_returned(
     )
     validate_openai("CreateChatCompletionResponse", orjson.loads(raw.http_response.content))
     reply = raw.parse()
-    call = reply.choices[0].message.tool_calls[0]
+    tool_calls = reply.choices[0].message.tool_calls
+    assert tool_calls is not None
+    call = tool_calls[0]
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
     assert call.function.name == "get_weather" and reply.choices[0].finish_reason == "tool_calls"
     sent = fake_openai.received[0].body
     assert sent["tools"] == TOOLS and sent["parallel_tool_calls"] is False and sent["seed"] == 7
@@ -113,6 +117,7 @@ def test_streamed_tool_call_fragments_are_forwarded(gateway: Gateway, sdk: SdkFa
         validate_openai("CreateChatCompletionStreamResponse", chunk.model_dump(exclude_unset=True))
         for choice in chunk.choices:
             for call in choice.delta.tool_calls or []:
+                assert call.function is not None
                 arguments += call.function.arguments or ""
             finish = choice.finish_reason or finish
     assert orjson.loads(arguments) == {"city": "Paris"} and finish == "tool_calls"

@@ -11,6 +11,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.conftest import GatewayFactory
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.support import Gateway
 
@@ -123,7 +124,7 @@ CASES = [
 
 
 @pytest.fixture
-def hostile_gateway(gateway_factory: Any, fake_openai: FakeOpenAI) -> Gateway:
+def hostile_gateway(gateway_factory: GatewayFactory, fake_openai: FakeOpenAI) -> Gateway:
     from tests.conftest import openai_channel
 
     return gateway_factory(
@@ -185,7 +186,9 @@ def test_hostile_requests(
     assert len(fake_openai.received) == 1
     rows = gateway.usage_rows()
     assert len(rows) == 1 and rows[0]["status"] == 200
-    record = gateway.key_record(keys["good"])
+    good = keys["good"]
+    assert good is not None
+    record = gateway.key_record(good)
     assert record.spent_micro == rows[0]["cost_micro"]
     assert all(UPSTREAM_SECRET not in r.getMessage() for r in caplog.records)
 

@@ -25,7 +25,6 @@ __all__ = [
     "InsufficientQuota",
     "UpstreamBadResponse",
     "NoAvailableChannel",
-    "UpstreamTimeout",
     "ServiceUnavailable",
     "InternalError",
     "error_body",
@@ -153,12 +152,6 @@ class ServiceUnavailable(SluiceError):
     status = 503
     type = "service_unavailable"
     default_code = "service_unavailable"
-
-
-class UpstreamTimeout(SluiceError):
-    status = 504
-    type = "timeout_error"
-    default_code = "upstream_timeout"
 
 
 class InternalError(SluiceError):

@@ -20,8 +20,8 @@ __all__ = ["Offload", "OFFLOAD_MIN_BYTES"]
 
 T = TypeVar("T")
 
-# Below this a body is parsed, validated and counted inline: under ~1 ms of CPU for ordinary
-# text, ~5 ms for the worst case measured (32 KiB of one letter); a thread hop costs ~50 µs.
+# Below this a body is parsed, validated and counted inline: a few milliseconds of CPU at worst,
+# not worth a thread hop on every ordinary request (figures: docs/architecture.md).
 OFFLOAD_MIN_BYTES = 32 * 1024
 _THREADS = 2
 
@@ -35,7 +35,7 @@ class Offload:
 
     def start(self) -> None:
         """Start the threads now: starting one waits for it to run, which under load (the
-        threads busy with large bodies hold the GIL in turns) stalled the event loop ~60 ms."""
+        threads busy with large bodies hold the GIL in turns) would stall the event loop."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(_THREADS, thread_name_prefix="sluice-offload")
             for _ in range(_THREADS):

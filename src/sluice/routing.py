@@ -19,7 +19,7 @@ from sluice.providers.base import Adapter, Endpoint, FailureKind
 from sluice.providers.registry import adapter_for
 from sluice.settings import ChannelConfig, Settings
 
-__all__ = ["Channel", "ChannelHealth", "AlwaysHealthy", "Router", "build_router"]
+__all__ = ["Channel", "ChannelHealth", "Router", "build_router"]
 
 log = logging.getLogger("sluice.routing")
 
@@ -55,35 +55,6 @@ class ChannelHealth(Protocol):
     def disabled_channels(self) -> list[str]: ...
 
     def snapshot(self, channel: str) -> dict[str, Any]: ...
-
-
-class AlwaysHealthy:
-    def available(self, channel: str, model: str) -> bool:
-        return True
-
-    def record_success(self, channel: str, model: str) -> None:
-        return None
-
-    def record_failure(self, channel: str, model: str, kind: FailureKind) -> None:
-        return None
-
-    def cool_down(self, channel: str, seconds: float) -> None:
-        return None
-
-    def cooling_down(self, channel: str) -> bool:
-        return False
-
-    def enable(self, channel: str) -> bool:
-        return False
-
-    def disable(self, channel: str, reason: str) -> None:
-        return None
-
-    def disabled_channels(self) -> list[str]:
-        return []
-
-    def snapshot(self, channel: str) -> dict[str, Any]:
-        return {"state": "closed", "reason": None}
 
 
 class Router:

@@ -2,8 +2,8 @@
 
 Garbage collection: a relay request allocates a few hundred short-lived container objects;
 with CPython's default gen-0 threshold (700) the collector runs about once per request and,
-under concurrency, keeps promoting in-flight objects and rescanning them. Measured on the
-relay hot path (bench/README.md), the defaults cost ~100 us of CPU per request. Objects built at
+under concurrency, keeps promoting in-flight objects and rescanning them, a visible share of
+each request's CPU (figures: docs/architecture.md, "The hot path"). Objects built at
 start-up (modules, config, tokenizer tables) are frozen out of the collector's sight, and the
 young generation is allowed to grow larger before a collection. Reference cycles are still
 collected, just less often; memory stays bounded (the soak in bench/ checks RSS growth).

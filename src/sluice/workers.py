@@ -3,8 +3,8 @@
 Why not uvicorn's own ``--workers``: there every worker accepts from one shared socket, and
 the first worker to wake accepts every pending connection in a loop. Clients that open their
 connections in a burst and keep them alive (load balancers, connection pools, benchmarks) end
-up mostly on one worker while the others idle: measured here, one run in three served half the
-requests per second of the others with one worker doing 80% of the work. With SO_REUSEPORT the
+up mostly on one worker while the others idle, and throughput varies from run to run
+(docs/architecture.md has the measurement). With SO_REUSEPORT the
 kernel spreads connections across the workers' sockets by a hash of the connection.
 
 The supervisor restarts a worker that dies, forwards SIGHUP (config reload) to every worker,

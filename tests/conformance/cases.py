@@ -15,7 +15,7 @@ its stream short (by a channel header, a model_map entry — whatever the fake u
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +77,7 @@ class Canon:
 @dataclass
 class ProviderCase:
     id: str
-    start: Callable[[], Awaitable[Any]]  # -> a started fake (run on the loop thread)
+    start: Callable[[], Coroutine[Any, Any, Any]]  # -> a started fake (run on the loop thread)
     channels: Callable[[Any], list[dict[str, Any]]]
     requests: Callable[[Any], list[Any]]  # what the fake received, oldest first
     canon: Callable[[Any], Canon]  # one received request -> Canon
@@ -161,6 +161,11 @@ def _openai_error(fake: Any, status: int, message: str, headers: dict[str, str])
 def _openai_reset(fake: Any) -> None:
     fake.received.clear()
     fake.script.clear()
+
+
+def _azure_reset(fake: Any) -> None:
+    _openai_reset(fake)
+    fake.violations.clear()
 
 
 async def _start_openai() -> FakeOpenAI:
@@ -297,7 +302,7 @@ PROVIDERS: list[ProviderCase] = [
         script_error=_openai_error,
         script_malformed=lambda fake: fake.script.append(Scripted(behaviour="malformed")),
         violations=lambda fake: fake.violations,
-        reset=lambda fake: (_openai_reset(fake), fake.violations.clear()),
+        reset=_azure_reset,
         inlines_images=False,
     ),
     ProviderCase(

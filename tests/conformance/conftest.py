@@ -53,8 +53,7 @@ class ImageServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        assert site._server is not None
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = site.port
         return self
 
     async def _png(self, request: web.Request) -> web.Response:
@@ -77,7 +76,7 @@ def env(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Env]:
     case: ProviderCase = request.param
-    fake = loop_thread.run(case.start())
+    fake: Any = loop_thread.run(case.start())  # each provider has its own fake
     settings = make_settings(tmp_path_factory.mktemp(case.id), case.channels(fake))
     gateway = start_gateway(loop_thread, settings)
     yield Env(case=case, fake=fake, gateway=gateway)

@@ -75,7 +75,7 @@ def _tool_choice(body: dict[str, Any]) -> Any:
     config = (body.get("toolConfig") or {}).get("functionCallingConfig")
     if not isinstance(config, dict):
         return None
-    mode = config.get("mode")
+    mode = str(config.get("mode"))
     if mode == "ANY":
         names = config.get("allowedFunctionNames") or []
         return ("tool", names[0]) if len(names) == 1 else "required"

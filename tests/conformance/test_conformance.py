@@ -17,6 +17,7 @@ from typing import Any
 import openai
 import pytest
 from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.conformance.cases import MODEL, OPENAI_KEY, PRIVATE_MODEL, TRUNCATE_MODEL
 from tests.conformance.conftest import PNG_BYTES, Env, ImageServer
@@ -79,7 +80,7 @@ def key_of(client: OpenAI) -> str:
     return str(client.api_key)
 
 
-USER = [{"role": "user", "content": "hi"}]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 # --- requests and replies ----------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ UPSTREAM_KEY = "sk-ant-api03-FAKE-anthropic-key-do-not-leak-0123456789"
 PROMPT_TOKENS = 11
 _ARG_PIECES = ['{"ci', 'ty": "Pa', 'ris"}']
 _EVENTS: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
-_PARAMS = {
+_PARAMS: dict[bool, TypeAdapter[Any]] = {
     False: TypeAdapter(MessageCreateParamsNonStreaming),
     True: TypeAdapter(MessageCreateParamsStreaming),
 }
@@ -247,7 +247,7 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
 def _block_events(index: int, block: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     events: list[tuple[str, dict[str, Any]]] = []
     if block["type"] == "text":
-        start = {"type": "text", "text": ""}
+        start: dict[str, Any] = {"type": "text", "text": ""}
         events.append(("content_block_start", {"index": index, "content_block": start}))
         for word in _split_words(block["text"]):
             delta = {"type": "text_delta", "text": word}

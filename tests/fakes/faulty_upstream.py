@@ -107,9 +107,7 @@ class FaultyUpstream:
         assert self._runner is not None
         self._site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
         await self._site.start()
-        server = self._site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._site.port
 
     async def down(self) -> None:
         """Stop listening: new connections are refused (kept-alive ones are closed too)."""
@@ -161,7 +159,9 @@ class FaultyUpstream:
         return web.Response(body=orjson.dumps(payload), content_type="application/json")
 
     async def _early_fault(self, fault: Fault) -> web.StreamResponse | None:
-        def error(status: int, message: str, code: str | None = None, **headers: str) -> Any:
+        def error(
+            status: int, message: str, code: str | None = None, **headers: str
+        ) -> web.Response:
             body = {"error": {"message": message, "type": "server_error", "code": code}}
             return web.Response(status=status, body=orjson.dumps(body), headers=headers,
                                 content_type="application/json")  # fmt: skip

@@ -114,9 +114,9 @@ def check_generate_request(body: dict[str, Any], model: str) -> None:
     _check_contents(body.get("contents"))
     if issues_ids(model):
         _check_function_ids(body["contents"])
-    for name, model in _COMPONENTS.items():
+    for name, component in _COMPONENTS.items():
         if name in body:
-            model.model_validate(body[name])
+            component.model_validate(body[name])
     thinking = (body.get("generationConfig") or {}).get("thinkingConfig") or {}
     if "thinkingBudget" in thinking and "thinkingLevel" in thinking:
         raise ValueError("thinking_budget and thinking_level are not supported together")

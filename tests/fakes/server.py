@@ -13,7 +13,5 @@ async def serve_on_loopback(app: web.Application) -> tuple[web.AppRunner, int]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    server = site._server
-    assert server is not None
-    port: int = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port: int = site.port
     return runner, port

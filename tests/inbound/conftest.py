@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 from anthropic import Anthropic
+from anthropic.types import MessageParam, ToolParam
 
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.support import Gateway
 
 ClaudeFactory = Callable[..., Anthropic]
-HI = [{"role": "user", "content": "hi"}]
-WEATHER_TOOL = {
+HI: list[MessageParam] = [{"role": "user", "content": "hi"}]
+WEATHER_TOOL: ToolParam = {
     "name": "get_weather",
     "description": "Weather for a city.",
     "input_schema": {

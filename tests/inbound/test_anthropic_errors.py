@@ -68,7 +68,9 @@ def test_errors_are_anthropic_shaped(gateway: Gateway, claude: ClaudeFactory) ->
     assert denied.value.body["error"]["type"] == "permission_error"  # type: ignore[index]
     with pytest.raises(anthropic.BadRequestError) as bad_role:
         client.messages.create(
-            model="test-model", max_tokens=10, messages=[{"role": "robot", "content": "x"}]
+            model="test-model",
+            max_tokens=10,
+            messages=[{"role": "robot", "content": "x"}],  # type: ignore[list-item, misc]  # on purpose
         )
     assert bad_role.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     assert "messages.0.role" in bad_role.value.message

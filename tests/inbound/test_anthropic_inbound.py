@@ -4,10 +4,19 @@ upstream was asked, and usage rows show what was billed."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import httpx
 import orjson
 from anthropic import AsyncAnthropic
-from anthropic.types import TextBlock, ThinkingBlock, ToolUseBlock
+from anthropic.types import (
+    ContentBlockParam,
+    MessageParam,
+    TextBlock,
+    ThinkingBlock,
+    ThinkingConfigParam,
+    ToolUseBlock,
+)
 
 from tests.conftest import GatewayFactory
 from tests.fakes.anthropic_upstream import UPSTREAM_KEY as ANTHROPIC_KEY
@@ -142,7 +151,7 @@ def test_tool_use_round_trip(
 ) -> None:
     key = gateway.create_key("tools", budget_micro=10_000_000)
     client = claude(gateway, key)
-    question = {"role": "user", "content": "Weather in Paris?"}
+    question: MessageParam = {"role": "user", "content": "Weather in Paris?"}
     first = client.messages.create(
         model="test-model",
         max_tokens=100,
@@ -167,6 +176,7 @@ def test_tool_use_round_trip(
     ]
     assert upstream["tool_choice"] == "required"
 
+    dumped = [b.model_dump() for b in first.content]
     second = client.messages.create(
         model="test-model",
         max_tokens=100,
@@ -174,7 +184,8 @@ def test_tool_use_round_trip(
         tool_choice={"type": "none"},
         messages=[
             question,
-            {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+            # model_dump() gives plain dicts (dict[str, Any]): the same blocks as params.
+            {"role": "assistant", "content": cast(list[ContentBlockParam], dumped)},
             {
                 "role": "user",
                 "content": [
@@ -373,7 +384,9 @@ def test_beta_endpoints_used_by_coding_agents(
     )
     assert message.stop_reason == "tool_use" and message.content[0].type == "tool_use"
     assert fake_openai.received[-1].path == "/v1/chat/completions"
-    counted = client.beta.messages.count_tokens(model="test-model", betas=betas, messages=HI)
+    counted = client.beta.messages.count_tokens(
+        model="test-model", betas=betas, messages=[{"role": "user", "content": "hi"}]
+    )
     assert counted.input_tokens > 0
 
 
@@ -416,7 +429,7 @@ def test_thinking_reaches_anthropic_channels_exactly_as_sent(
     channel = {"name": "claude", "type": "anthropic", "base_url": fake_anthropic.base_url,
                "api_key": ANTHROPIC_KEY, "models": ["test-claude"]}  # fmt: skip
     gateway = gateway_factory([channel])
-    thinking = {"type": "enabled", "budget_tokens": 1024}
+    thinking: ThinkingConfigParam = {"type": "enabled", "budget_tokens": 1024}
     message = claude(gateway, gateway.create_key("native-thinking")).messages.create(
         model="test-claude",
         max_tokens=2048,

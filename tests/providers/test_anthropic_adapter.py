@@ -14,12 +14,15 @@ import pytest
 from sluice.errors import InvalidRequest, UpstreamBadResponse
 from sluice.providers.anthropic import AnthropicAdapter
 from sluice.providers.base import RelayCall, UsageTokens
-from sluice.settings import ChannelConfig
+from sluice.settings import ChannelConfig, Secret
 from tests.fakes.anthropic_upstream import check_messages_request
 
 ADAPTER = AnthropicAdapter()
 CHANNEL = ChannelConfig(
-    name="claude", type="anthropic", base_url="https://api.example.test/", api_key="sk-ant-x" * 3
+    name="claude",
+    type="anthropic",
+    base_url="https://api.example.test/",
+    api_key=Secret("sk-ant-x" * 3),
 )
 
 
@@ -354,7 +357,8 @@ def test_error_classification() -> None:
 
 
 def _sse(event: dict[str, Any]) -> bytes:
-    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+    kind: str = event["type"]
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
 def _frames_payloads(frames: list[bytes]) -> list[Any]:
@@ -383,7 +387,7 @@ START = {
 
 def test_stream_usage_is_final_value_and_split_bytes_are_fine() -> None:
     translator = ADAPTER.stream_translator(make_call(stream=True, wants_usage=True))
-    events = [
+    events: list[dict[str, Any]] = [
         START,
         {"type": "ping"},
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
@@ -434,7 +438,7 @@ def test_stream_without_message_stop_is_truncated() -> None:
 def test_stream_json_mode_tool_input_becomes_content() -> None:
     call = make_call(stream=True, response_format={"type": "json_object"})
     translator = ADAPTER.stream_translator(call)
-    events = [
+    events: list[dict[str, Any]] = [
         START,
         {
             "type": "content_block_start",
@@ -467,7 +471,7 @@ def test_stream_json_mode_tool_input_becomes_content() -> None:
 def test_stream_tool_input_given_whole_at_block_start() -> None:
     translator = ADAPTER.stream_translator(make_call(stream=True))
     block = {"type": "tool_use", "id": "toolu_9", "name": "f", "input": {"a": 1}}
-    events = [
+    events: list[dict[str, Any]] = [
         START,
         {"type": "content_block_start", "index": 0, "content_block": block},
         {"type": "content_block_stop", "index": 0},

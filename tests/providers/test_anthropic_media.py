@@ -21,6 +21,7 @@ from sluice.providers import media
 from sluice.providers.base import RelayCall
 from sluice.settings import ChannelConfig, ImageFetchConfig
 from tests.conformance.conftest import PNG_BYTES
+from tests.conftest import GatewayFactory
 from tests.fakes.anthropic_upstream import UPSTREAM_KEY, FakeAnthropic, error_body
 from tests.fakes.openai_upstream import Scripted
 from tests.support import LoopThread
@@ -56,8 +57,7 @@ class Images:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
-        assert site._server is not None
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = site.port
         return self
 
     async def _ok(self, request: web.Request) -> web.Response:
@@ -188,7 +188,12 @@ def _image_message(url: str) -> list[dict[str, Any]]:
 
 
 def _ask_with_image_after_an_overload(
-    gateway_factory: Any, sdk: Any, fake: FakeAnthropic, url: str, *, b_allows_private: bool
+    gateway_factory: GatewayFactory,
+    sdk: Any,
+    fake: FakeAnthropic,
+    url: str,
+    *,
+    b_allows_private: bool,
 ) -> Any:
     """Channel a (private images allowed) answers 529 once; the request fails over to b."""
     fake.script.append(Scripted(status=529, body=error_body("overloaded_error", "busy")))
@@ -198,7 +203,7 @@ def _ask_with_image_after_an_overload(
 
 
 def test_failover_reuses_the_fetched_image(
-    gateway_factory: Any, sdk: Any, fake_anthropic: FakeAnthropic, images: Images
+    gateway_factory: GatewayFactory, sdk: Any, fake_anthropic: FakeAnthropic, images: Images
 ) -> None:
     reply = _ask_with_image_after_an_overload(
         gateway_factory, sdk, fake_anthropic, images.url("/ok.png"), b_allows_private=True
@@ -211,7 +216,7 @@ def test_failover_reuses_the_fetched_image(
 
 
 def test_failover_to_a_stricter_channel_does_not_reuse_private_bytes(
-    gateway_factory: Any, sdk: Any, fake_anthropic: FakeAnthropic, images: Images
+    gateway_factory: GatewayFactory, sdk: Any, fake_anthropic: FakeAnthropic, images: Images
 ) -> None:
 
     with pytest.raises(openai.BadRequestError) as caught:

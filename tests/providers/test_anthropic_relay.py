@@ -14,14 +14,16 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat.completion_create_params import ResponseFormat
 
 from tests.fakes.anthropic_upstream import UPSTREAM_KEY, FakeAnthropic, error_body
 from tests.fakes.openai_upstream import Scripted
 from tests.openapi_schema import validate_openai
 from tests.support import Gateway
 
-SdkFactory = Callable[..., Any]
-USER = [{"role": "user", "content": "hi"}]
+SdkFactory = Callable[..., openai.OpenAI]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 def claude(fake: FakeAnthropic, name: str = "claude", **overrides: Any) -> dict[str, Any]:
@@ -113,8 +115,11 @@ def test_stream_error_event_after_output_reaches_client(
 
 def test_json_mode_whole_and_streamed(gateway: Gateway, sdk: SdkFactory) -> None:
     client = sdk(gateway, gateway.create_key())
-    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
-    fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+    schema: dict[str, object] = {"type": "object", "properties": {"city": {"type": "string"}}}
+    fmt: ResponseFormat = {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": schema},
+    }
     reply = client.chat.completions.create(model="test-claude", messages=USER, response_format=fmt)
     assert json.loads(reply.choices[0].message.content or "") == {"city": "Paris"}
     assert reply.choices[0].finish_reason == "stop" and not reply.choices[0].message.tool_calls
@@ -146,7 +151,8 @@ def test_reasoning_effort_returns_reasoning_content(
             model="test-claude", messages=USER, reasoning_effort="low", max_tokens=3000, stream=True
         )
     )
-    reasoning = [c.to_dict()["choices"][0]["delta"].get("reasoning_content") for c in chunks[:-1]]
+    dumped: list[dict[str, Any]] = [c.to_dict() for c in chunks[:-1]]
+    reasoning = [d["choices"][0]["delta"].get("reasoning_content") for d in dumped]
     assert "Let me think." in reasoning
 
 

@@ -15,7 +15,7 @@ from sluice.settings import ChannelConfig
 from tests.fakes.azure_upstream import AZURE_KEY, FakeAzure
 from tests.support import Gateway, LoopThread
 
-SdkFactory = Callable[..., Any]
+SdkFactory = Callable[..., openai.OpenAI]
 
 
 def make_call(endpoint: Any = "chat", stream: bool = False, **body: Any) -> RelayCall:

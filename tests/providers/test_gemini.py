@@ -18,6 +18,7 @@ import httpx
 import openai
 import orjson
 import pytest
+from openai.types.chat import ChatCompletionUserMessageParam
 
 from sluice.health import MemoryChannelHealth
 from tests.conftest import GatewayFactory
@@ -31,7 +32,7 @@ from tests.fakes.gemini_upstream import (
 from tests.openapi_schema import validate_openai
 from tests.support import Gateway, LoopThread, make_settings, start_gateway
 
-SdkFactory = Callable[..., Any]
+SdkFactory = Callable[..., openai.OpenAI]
 MODEL = "gemini-2.5-flash"
 GEMINI_3 = "gemini-2.5-flash-as-3"
 SAFETY = [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_ONLY_HIGH"}]
@@ -123,7 +124,7 @@ def client(gateway: Gateway, sdk: SdkFactory) -> Any:
     return sdk(gateway, gateway.create_key("gemini", budget_micro=10_000_000))
 
 
-def user(text: str) -> dict[str, Any]:
+def user(text: str) -> ChatCompletionUserMessageParam:
     return {"role": "user", "content": text}
 
 

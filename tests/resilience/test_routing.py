@@ -6,11 +6,13 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from sluice.providers.base import FailureKind
 from sluice.providers.registry import adapter_for
-from sluice.routing import AlwaysHealthy, Channel, Router
+from sluice.routing import Channel, Router
 from sluice.settings import ChannelConfig, ConfigError
 from tests.conftest import GatewayFactory
 from tests.fakes.faulty_upstream import FaultyUpstream
@@ -18,6 +20,37 @@ from tests.resilience.conftest import channel, fast_settings
 from tests.resilience.helpers import body_of, chat, spent
 
 Make = Callable[[str], FaultyUpstream]
+
+
+class AlwaysHealthy:
+    """Every channel available, nothing recorded: routing on its own."""
+
+    def available(self, channel: str, model: str) -> bool:
+        return True
+
+    def record_success(self, channel: str, model: str) -> None:
+        return None
+
+    def record_failure(self, channel: str, model: str, kind: FailureKind) -> None:
+        return None
+
+    def cool_down(self, channel: str, seconds: float) -> None:
+        return None
+
+    def cooling_down(self, channel: str) -> bool:
+        return False
+
+    def enable(self, channel: str) -> bool:
+        return False
+
+    def disable(self, channel: str, reason: str) -> None:
+        return None
+
+    def disabled_channels(self) -> list[str]:
+        return []
+
+    def snapshot(self, channel: str) -> dict[str, Any]:
+        return {"state": "closed", "reason": None}
 
 
 def _channel(name: str, weight: int = 1, priority: int = 0) -> Channel:

@@ -28,7 +28,7 @@ async def test_remote_open_and_close_are_applied() -> None:
     health = MemoryChannelHealth(
         CircuitConfig(cooldown_s=30), clock=clock, on_change=lambda *c: announced.append(c)
     )
-    sync = CircuitSync(backend=None)  # type: ignore[arg-type] - no publishing in this test
+    sync = CircuitSync(backend=None)  # type: ignore[arg-type]  # no publishing in this test
     sync.attach(health)
     assert health.available("a", "m")
 
@@ -49,7 +49,7 @@ async def test_remote_open_and_close_are_applied() -> None:
 
 async def test_own_messages_are_ignored() -> None:
     health = MemoryChannelHealth(CircuitConfig())
-    sync = CircuitSync(backend=None)  # type: ignore[arg-type]
+    sync = CircuitSync(backend=None)  # type: ignore[arg-type]  # no publishing in this test
     sync.attach(health)
     await sync.on_message(
         orjson.dumps({"origin": sync.origin, "channel": "a", "model": None, "state": "open"})

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as redis
+from redis.commands.core import AsyncScript
 
 from sluice.errors import InsufficientQuota, RateLimited
 from sluice.keys import KeyRecord
@@ -70,9 +71,9 @@ class Replica:
     def count_scripts(self) -> None:
         original = self.backend.script
 
-        async def counted(*args: Any) -> Any:
+        async def counted(script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
             self.script_calls += 1
-            return await original(*args)
+            return await original(script, keys, args)
 
         self.backend.script = counted  # type: ignore[method-assign]
 

@@ -4,11 +4,13 @@ and what it charged and counted is exact once it has given its allowances back."
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import openai
 import redis
 
+from sluice.keys import KeyRecord
+from sluice.limits import LimitDecision
+from sluice.redis_backend.ledger import RedisReservation
 from tests.conftest import GatewayFactory, openai_channel
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.openapi_schema import validate_openai
@@ -31,8 +33,10 @@ def test_sequential_requests_of_one_key_are_admitted_from_an_allowance(
     taken_locally: list[str] = []
     take = allowances.take
 
-    def counting_take(*args: Any) -> Any:
-        taken = take(*args)
+    def counting_take(
+        key: KeyRecord, tokens: int, cost: int
+    ) -> tuple[LimitDecision, RedisReservation] | None:
+        taken = take(key, tokens, cost)
         if taken is not None:
             taken_locally.append(taken[1].key_id)
         return taken

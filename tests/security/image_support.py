@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from tests.conformance.conftest import PNG_BYTES
+from tests.conftest import GatewayFactory
 from tests.fakes.anthropic_upstream import UPSTREAM_KEY, FakeAnthropic
 from tests.support import Gateway, LoopThread
 
@@ -56,8 +57,7 @@ class ImageServer:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
-        assert site._server is not None
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = site.port
         try:  # the same port on ::1, so IPv6 loopback notations would reach it too
             await web.TCPSite(self.runner, "::1", self.port).start()
         except OSError:
@@ -151,7 +151,7 @@ def no_outbound(monkeypatch: pytest.MonkeyPatch) -> OutboundAttempts:
 
 
 def claude_gateway(
-    gateway_factory: Any, fake: FakeAnthropic, *, allow_private: bool, **extra: Any
+    gateway_factory: GatewayFactory, fake: FakeAnthropic, *, allow_private: bool, **extra: Any
 ) -> Gateway:
     channel = {
         "name": "claude",

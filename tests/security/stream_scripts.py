@@ -76,9 +76,10 @@ def _anthropic(usage: bool) -> Parts:
                 "delta": {"type": "text_delta", "text": text}}  # fmt: skip
         return _sse(body, "content_block_delta")
 
-    message = {"id": "msg_drain", "type": "message", "role": "assistant", "model": MODEL,
-               "content": [], "stop_reason": None, "stop_sequence": None,
-               "usage": {"input_tokens": PROMPT, "output_tokens": 1}}  # fmt: skip
+    message: dict[str, Any] = {
+        "id": "msg_drain", "type": "message", "role": "assistant", "model": MODEL,
+        "content": [], "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": PROMPT, "output_tokens": 1}}  # fmt: skip
     head = [
         _sse({"type": "message_start", "message": message}, "message_start"),
         _sse(

@@ -18,6 +18,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from tests.conftest import GatewayFactory
 from tests.fakes.server import serve_on_loopback
 from tests.support import Gateway, LoopThread
 
@@ -78,7 +79,11 @@ class ScriptedUpstream:
     async def _openai(self, request: web.Request) -> web.StreamResponse:
         if self.mode.startswith("http"):
             code = "rate_limit_exceeded" if self.mode == "http-429" else "invalid_value"
-            error = {"message": self.message, "type": "invalid_request_error", "code": code}
+            error: dict[str, Any] = {
+                "message": self.message,
+                "type": "invalid_request_error",
+                "code": code,
+            }
             return web.json_response({"error": error}, status=self._status())
         choice = {"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}
         chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": MODEL,
@@ -147,7 +152,7 @@ def _ask(gateway: Gateway, api: str, stream: bool) -> httpx.Response:
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_upstream_messages_are_redacted(
-    gateway_factory: Any, upstream: ScriptedUpstream, provider: str, mode: str, api: str
+    gateway_factory: GatewayFactory, upstream: ScriptedUpstream, provider: str, mode: str, api: str
 ) -> None:
     upstream.mode = mode
     gateway = gateway_factory([upstream.channel(provider)])
@@ -166,7 +171,7 @@ def test_upstream_messages_are_redacted(
 @pytest.mark.parametrize("stream", [False, True], ids=["http-400", "stream-first-event"])
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_a_key_at_the_length_cut_is_not_half_shown(
-    gateway_factory: Any, upstream: ScriptedUpstream, provider: str, stream: bool
+    gateway_factory: GatewayFactory, upstream: ScriptedUpstream, provider: str, stream: bool
 ) -> None:
     """Messages are cut to 500 characters; a key across the cut must not leave its start."""
     upstream.mode = "stream-first-event" if stream else "http-400"

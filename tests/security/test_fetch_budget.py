@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import GatewayFactory
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.security.image_support import (
     ImageServer,
@@ -37,7 +38,7 @@ def _error(response: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("configured", "sent"), [(None, 21), (2, 3)])
 def test_too_many_images(
-    gateway_factory: Any,
+    gateway_factory: GatewayFactory,
     fake_anthropic: FakeAnthropic,
     image_server: ImageServer,
     configured: int | None,
@@ -55,7 +56,7 @@ def test_too_many_images(
 
 
 def test_as_many_images_as_allowed_are_fetched(
-    gateway_factory: Any, fake_anthropic: FakeAnthropic, image_server: ImageServer
+    gateway_factory: GatewayFactory, fake_anthropic: FakeAnthropic, image_server: ImageServer
 ) -> None:
     extra = {"image_fetch": {"max_images": 2}}
     gateway = claude_gateway(gateway_factory, fake_anthropic, allow_private=True, **extra)
@@ -69,7 +70,10 @@ def test_as_many_images_as_allowed_are_fetched(
 
 @pytest.mark.parametrize("path", ["/bomb.png", "/small-gzip.png"])
 def test_compressed_images_are_not_decompressed(
-    gateway_factory: Any, fake_anthropic: FakeAnthropic, image_server: ImageServer, path: str
+    gateway_factory: GatewayFactory,
+    fake_anthropic: FakeAnthropic,
+    image_server: ImageServer,
+    path: str,
 ) -> None:
     """``/bomb.png``: 10 MiB of PNG-headed zeros gzip-compressed to ~10 KiB, sent with
     ``Content-Encoding: gzip``. ``/small-gzip.png``: the same trick, small enough when
@@ -84,7 +88,7 @@ def test_compressed_images_are_not_decompressed(
 
 
 def test_compressed_bytes_without_content_encoding_are_not_an_image(
-    gateway_factory: Any, fake_anthropic: FakeAnthropic, image_server: ImageServer
+    gateway_factory: GatewayFactory, fake_anthropic: FakeAnthropic, image_server: ImageServer
 ) -> None:
     """The bomb's bytes labelled ``image/png`` but not declared compressed: gzip is not PNG,
     whatever the Content-Type says."""
@@ -108,7 +112,7 @@ def test_compressed_bytes_without_content_encoding_are_not_an_image(
     ids=["defaults", "configured"],
 )
 def test_total_bytes_over_the_budget(
-    gateway_factory: Any,
+    gateway_factory: GatewayFactory,
     fake_anthropic: FakeAnthropic,
     image_server: ImageServer,
     settings: dict[str, int] | None,
@@ -124,7 +128,7 @@ def test_total_bytes_over_the_budget(
 
 
 def test_one_image_over_its_own_cap(
-    gateway_factory: Any, fake_anthropic: FakeAnthropic, image_server: ImageServer
+    gateway_factory: GatewayFactory, fake_anthropic: FakeAnthropic, image_server: ImageServer
 ) -> None:
     extra = {"image_fetch": {"max_image_bytes": 64 * 1024}}
     gateway = claude_gateway(gateway_factory, fake_anthropic, allow_private=True, **extra)
@@ -146,7 +150,7 @@ def test_one_image_over_its_own_cap(
     ids=["image_fetch.timeout_s", "retry.deadline_s"],
 )
 def test_a_slow_image_server_is_cut_by_the_time_budget(
-    gateway_factory: Any,
+    gateway_factory: GatewayFactory,
     fake_anthropic: FakeAnthropic,
     image_server: ImageServer,
     extra: dict[str, Any],
@@ -162,7 +166,7 @@ def test_a_slow_image_server_is_cut_by_the_time_budget(
 
 
 def test_the_time_budget_is_for_all_images_together(
-    gateway_factory: Any, fake_anthropic: FakeAnthropic, image_server: ImageServer
+    gateway_factory: GatewayFactory, fake_anthropic: FakeAnthropic, image_server: ImageServer
 ) -> None:
     """Each image answers in 0.4 s, well inside the budget alone; four of them are not."""
     extra = {"image_fetch": {"timeout_s": 1.0}}

@@ -13,6 +13,7 @@ import yaml
 from aiohttp import web
 
 from sluice.cli import main as cli_main
+from tests.conftest import GatewayFactory
 from tests.fakes.server import serve_on_loopback
 from tests.support import Gateway, LoopThread, make_settings, start_gateway
 
@@ -155,7 +156,7 @@ def test_gemini_embeddings_are_guarded_too(
 @pytest.mark.parametrize("kind", sorted(PATH_TYPES))
 @pytest.mark.parametrize("target", ["../x", "a/b", ".", "dep?x=1", "%2e%2e"])
 def test_a_model_map_target_cannot_leave_its_segment(
-    gateway_factory: Any, sink: Sink, kind: str, target: str
+    gateway_factory: GatewayFactory, sink: Sink, kind: str, target: str
 ) -> None:
     """The operator's model_map is checked the same way, and its target is not disclosed."""
     channel = {"name": "c", "type": kind, "base_url": f"http://127.0.0.1:{sink.port}",

@@ -21,6 +21,7 @@ from sluice.providers import media
 from sluice.providers.base import RelayCall
 from sluice.providers.media_guard import IPAddress, public_address
 from sluice.settings import ChannelConfig
+from tests.conftest import GatewayFactory
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.security.image_support import (
     ImageServer,
@@ -107,7 +108,7 @@ def _assert_refused(response: Any) -> None:
 
 @pytest.mark.parametrize("name", list(LOOPBACK_HOSTS))
 def test_loopback_notations_are_refused_without_contact(
-    gateway_factory: Any,
+    gateway_factory: GatewayFactory,
     fake_anthropic: FakeAnthropic,
     image_server: ImageServer,
     no_outbound: OutboundAttempts,
@@ -123,7 +124,10 @@ def test_loopback_notations_are_refused_without_contact(
 
 @pytest.mark.parametrize("name", list(INTERNAL_URLS))
 def test_internal_addresses_are_refused_without_any_attempt(
-    gateway_factory: Any, fake_anthropic: FakeAnthropic, no_outbound: OutboundAttempts, name: str
+    gateway_factory: GatewayFactory,
+    fake_anthropic: FakeAnthropic,
+    no_outbound: OutboundAttempts,
+    name: str,
 ) -> None:
     gateway = claude_gateway(gateway_factory, fake_anthropic, allow_private=False)
     response = ask_with_images(gateway, INTERNAL_URLS[name])
@@ -134,7 +138,7 @@ def test_internal_addresses_are_refused_without_any_attempt(
 
 @pytest.mark.parametrize("name", FETCHABLE)
 def test_allow_private_channel_fetches_the_same_server(
-    gateway_factory: Any,
+    gateway_factory: GatewayFactory,
     fake_anthropic: FakeAnthropic,
     image_server: ImageServer,
     no_outbound: OutboundAttempts,
@@ -149,7 +153,7 @@ def test_allow_private_channel_fetches_the_same_server(
 
 
 def test_closed_internal_port_and_blocked_open_port_answer_alike(
-    gateway_factory: Any,
+    gateway_factory: GatewayFactory,
     fake_anthropic: FakeAnthropic,
     image_server: ImageServer,
     no_outbound: OutboundAttempts,

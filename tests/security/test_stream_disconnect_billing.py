@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from sluice.metering.quota import Reservation
 from sluice.providers.anthropic_stream import AnthropicStreamTranslator
 from sluice.providers.azure import AzureStreamTranslator
 from sluice.providers.base import RelayCall, StreamTranslator
@@ -55,8 +56,10 @@ def _reservations(gateway: Gateway) -> list[int]:
     original = ledger.reserve
     amounts: list[int] = []
 
-    async def reserve(*args: Any) -> Any:
-        reservation = await original(*args)
+    async def reserve(
+        key_id: str, budget: int | None, spent_in_db: int, amount: int
+    ) -> Reservation:
+        reservation = await original(key_id, budget, spent_in_db, amount)
         amounts.append(reservation.amount)
         return reservation
 

@@ -276,8 +276,9 @@ def _anthropic_start() -> bytes:
              "content_block": {"type": "text", "text": ""}}  # fmt: skip
     delta = {"type": "content_block_delta", "index": 0,
              "delta": {"type": "text_delta", "text": "hello"}}  # fmt: skip
+    events: list[dict[str, Any]] = [start, block, delta]
     return b"".join(b"event: %s\ndata: %s\n\n" % (e["type"].encode(), orjson.dumps(e))
-                    for e in (start, block, delta))  # fmt: skip
+                    for e in events)  # fmt: skip
 
 
 def _gemini_start() -> bytes:

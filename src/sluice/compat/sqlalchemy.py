@@ -3,7 +3,7 @@
 Touches ``sqlalchemy.util.concurrency.greenlet_spawn``, which is not documented public API
 (``sqlalchemy.util`` is internal) but is what ``sqlalchemy.ext.asyncio`` itself runs every call
 through. Why: ``storage/aio.py`` replaces ext.asyncio, whose import pulls in the whole ORM
-(~6 MiB per worker), with the same bridge for the five calls Sluice makes. Choosing the async
+(megabytes per worker), with the same bridge for the five calls Sluice makes. Choosing the async
 dialect needs no private flag: the URL names an async driver (``aiosqlite``, ``asyncpg``) and
 ``require_async_dialect`` refuses any other.
 """

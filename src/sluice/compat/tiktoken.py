@@ -2,7 +2,7 @@
 
 Touches ``Encoding._mergeable_ranks``. Why: tiktoken keeps the ranks twice, in its Rust core
 (used for encoding) and as a Python dict it needs only to pickle the encoding, which Sluice
-never does. Emptying the dict saves ~16 MB in every worker. If tiktoken renames the attribute
+never does. Emptying the dict saves its memory in every worker. If tiktoken renames the attribute
 the saving is silently lost (nothing breaks); if the Rust core ever reads the Python dict,
 encoding would break; ``tests/test_compat.py`` checks both.
 """

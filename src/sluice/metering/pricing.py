@@ -23,7 +23,6 @@ __all__ = [
     "UsageTokens",
     "cheaper_alias_warnings",
     "usd_to_micro",
-    "micro_to_usd",
 ]
 
 _DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|latest|preview(-\d{2}-\d{2})?)$")
@@ -32,10 +31,6 @@ _MICRO = 1_000_000
 
 def usd_to_micro(usd: float) -> int:
     return round(usd * _MICRO)
-
-
-def micro_to_usd(micro: int) -> float:
-    return micro / _MICRO
 
 
 @dataclass(frozen=True, slots=True)

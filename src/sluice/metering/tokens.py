@@ -3,8 +3,8 @@
 The rank file is OpenAI's published ``cl100k_base.tiktoken`` (sha256 checked at load), so no
 download ever happens. Why cl100k and not o200k: the count is an estimate for reservations and a
 fallback when an upstream reports no usage (billing otherwise uses the upstream's own numbers),
-and for that the two are equally good — but o200k's 200k-entry tables cost about 70 MiB per
-worker, cl100k's about 35 MiB, and memory per worker is a budget we measure (bench/RESULTS.md).
+and for that the two are equally good — but o200k's 200k-entry tables take twice the memory in
+every worker, and memory per worker is a budget (figures: docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def _load_encoding() -> tiktoken.Encoding:
         special_tokens=_SPECIAL_TOKENS,
     )
     # The Rust core keeps its own copy of the ranks; tiktoken holds on to the Python dict only
-    # to pickle the encoding, which Sluice never does. Dropping it saves ~16 MB per worker.
+    # to pickle the encoding, which Sluice never does. Dropping it saves that memory per worker.
     drop_python_ranks(encoding)
     return encoding
 

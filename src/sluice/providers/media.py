@@ -37,7 +37,7 @@ from sluice.providers.media_guard import (
 )
 from sluice.settings import ChannelConfig, ImageFetchConfig
 
-__all__ = ["INLINE_IMAGE_CHANNEL_TYPES", "inline_remote_images", "needs_inlining"]
+__all__ = ["INLINE_IMAGE_CHANNEL_TYPES", "inline_remote_images"]
 
 # Channel types whose providers need image bytes rather than URLs.
 INLINE_IMAGE_CHANNEL_TYPES = frozenset({"anthropic", "gemini"})
@@ -73,10 +73,6 @@ class _OverBudget(Exception):
 class _Budget:
     limits: ImageFetchConfig
     bytes_left: int
-
-
-def needs_inlining(call: RelayCall) -> bool:
-    return call.endpoint == "chat" and any(True for _ in _remote_parts(call.body))
 
 
 def _remote_parts(body: dict[str, Any]) -> Any:

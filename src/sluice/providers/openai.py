@@ -221,7 +221,7 @@ class OpenAIStreamTranslator:
             return []
         frames: list[bytes] = []
         # Ordinary content chunks are forwarded as the bytes they arrived in, a whole run of
-        # them at once: byte scans in C instead of ~2 µs of Python per frame. Frames from the
+        # them at once: byte scans in C instead of Python work per frame. Frames from the
         # first one that may carry usage, an error or [DONE] on are handled one by one.
         special = _first_special(span)
         plain_end = len(span) if special < 0 else span.rfind(b"\n\n", 0, special)

@@ -97,10 +97,6 @@ class SseSplitter:
         event = _parse_block(rest)
         return [] if event is None else [event]
 
-    @property
-    def has_partial(self) -> bool:
-        return bool(self._rest.strip() or self._growing.strip())
-
 
 def parse_span(span: bytes) -> list[SseEvent]:
     """The events of a span from ``take_complete``."""

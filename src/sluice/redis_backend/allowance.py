@@ -1,7 +1,7 @@
 """Allowances: a worker admits a busy key's requests from a slice of its limits held in advance.
 
-Exact admission costs every request a Redis round trip before the upstream is called (~0.27 ms
-of a request's latency on the benchmark machine, most of the gateway's own share). A key that
+Exact admission costs every request a Redis round trip before the upstream is called, most of
+the latency the gateway itself adds (figures: docs/architecture.md). A key that
 this worker keeps admitting is instead granted an *allowance*: one atomic script counts N
 requests, N × the request's tokens and N × its estimated cost against the key's windows and
 budget at once, exactly as N admissions would, and the worker then admits up to N requests

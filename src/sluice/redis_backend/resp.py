@@ -1,9 +1,9 @@
 """One pipelined RESP connection for the hot path's Lua script calls.
 
 Every relayed request runs two scripts at admission and two at settlement. Through redis-py's
-asyncio pipeline each batch cost a task, a pool checkout, a ``Pipeline`` object and per-command
-response callbacks: ~480 µs of worker CPU per request at concurrency 1, more than a third of
-the request's total (measured: 1,330 µs per request with Redis, 850 µs without). Here a batch
+asyncio pipeline each batch costs a task, a pool checkout, a ``Pipeline`` object and
+per-command response callbacks, a large share of a request's worker CPU (figures:
+docs/architecture.md, "The hot path"). Here a batch
 is one ``transport.write`` of pre-packed commands, and replies are parsed by hiredis (the C
 parser redis-py itself uses) in ``data_received``, resolving waiters in order: no task, no
 pool, no per-command Python beyond packing.

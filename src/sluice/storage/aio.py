@@ -1,7 +1,7 @@
 """A small async facade over SQLAlchemy Core that does not import ``sqlalchemy.ext.asyncio``.
 
 Why not ext.asyncio: its package imports its ORM session module, and with it all of
-``sqlalchemy.orm`` (~6 MiB of RSS in every worker) that Sluice, which uses Core only, never
+``sqlalchemy.orm`` (megabytes of RSS in every worker) that Sluice, which uses Core only, never
 calls. This does what ext.asyncio's engine does underneath: a sync ``Engine`` on an async
 driver (aiosqlite, asyncpg), each blocking call bridged to the event loop by SQLAlchemy's
 ``greenlet_spawn``. Only the calls the storage layer makes are offered.
@@ -40,8 +40,12 @@ class AsyncConnection:
     def dialect(self) -> Dialect:
         return self._sync.dialect
 
-    async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
-        result: CursorResult[Any] = await greenlet_spawn(self._sync.execute, statement, parameters)
+    async def execute(
+        self, statement: Executable, parameters: Any = None
+    ) -> CursorResult[*tuple[Any, ...]]:
+        result: CursorResult[*tuple[Any, ...]] = await greenlet_spawn(
+            self._sync.execute, statement, parameters
+        )
         return result
 
     @property

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 from sluice.storage.aio import AsyncEngine, create_async_engine
 
-__all__ = ["create_engine", "async_url", "is_sqlite", "redact_url"]
+__all__ = ["create_engine", "async_url", "is_sqlite"]
 
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -31,14 +31,6 @@ def async_url(database_url: str) -> str:
 
 def is_sqlite(database_url: str) -> bool:
     return async_url(database_url).startswith("sqlite")
-
-
-def redact_url(database_url: str) -> str:
-    """The URL without its password, for logs and error messages."""
-    try:
-        return make_url(database_url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is reported without its content
-        return "<unparsable database url>"
 
 
 def _prepare_sqlite_path(url: str) -> None:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 # Alembic (with Mako and Pygments) is imported only when a migration runs: this module is
-# imported by the CLI, and so by every server worker, where it would cost ~12 MB of RSS each.
+# imported by the CLI, and so by every server worker, where it would cost memory in each.
 
 __all__ = ["upgrade_database", "current_revision"]
 

@@ -91,7 +91,7 @@ def daily_clauses(
 
 def _upsert(dialect: str, rows: list[dict[str, Any]]) -> Any:
     # Imported here: this module is loaded by every server worker (usage queries), and the
-    # other database's dialect would cost each of them ~2 MB for a CLI-only operation.
+    # other database's dialect would cost each of them memory for a CLI-only operation.
     from sqlalchemy.dialects import postgresql, sqlite
 
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert

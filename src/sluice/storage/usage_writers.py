@@ -1,12 +1,12 @@
 """Usage batches written through the database driver itself, not SQLAlchemy.
 
-Measured (one worker, 40-row batches): a flush through SQLAlchemy Core cost ~1.3 ms of the
-worker's CPU however few rows it carried — a checkout (pre-pinged on PostgreSQL), statement
-construction and compile-cache lookups, a greenlet hop per call — and it runs on the event
-loop, so at c=1 about one request in twenty waited behind one: most of the p99 at c=1. Here a
-flush is one multi-row INSERT plus the per-key ``spent`` UPDATEs, sorted as before so replicas
-cannot deadlock, in one transaction on a connection from the same pool: ~0.66 ms on
-PostgreSQL. Column lists come from ``schema.py``, so the statements follow the table.
+A flush through SQLAlchemy Core pays a fixed CPU cost however few rows it carries — a checkout
+(pre-pinged on PostgreSQL), statement construction and compile-cache lookups, a greenlet hop
+per call — and it runs on the event loop, so requests wait behind it (most of the tail latency
+at low concurrency; figures: docs/architecture.md). Here a flush is one multi-row INSERT plus
+the per-key ``spent`` UPDATEs, sorted so replicas cannot deadlock, in one transaction on a
+connection from the same pool, at about half that cost. Column lists come from ``schema.py``,
+so the statements follow the table.
 """
 
 from __future__ import annotations
