@@ -17,7 +17,10 @@ from typing import Any, TypeVar
 import orjson
 from sqlalchemy.exc import SQLAlchemyError
 
-from sluice.admin.schemas import BodyError, KeyUpdate, parse_body, parse_time, validate_cidrs
+from sluice.admin.key_service import KeyService
+from sluice.admin.schemas import parse_time
+from sluice.errors import SluiceError
+from sluice.keys import KeyRecord
 from sluice.settings import ConfigError, Settings, load_settings, resolve_config_path
 from sluice.storage.db import create_engine
 from sluice.storage.key_store import KeyStore
@@ -66,34 +69,53 @@ def _time_arg(value: str | None) -> float | None:
         raise CliError(str(exc)) from None
 
 
-def _ips(values: list[str] | None) -> list[str]:
-    try:
-        return validate_cidrs(values or [])
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-
-
 # --- keys -------------------------------------------------------------------------------------
 
 
+def _key_service(args: argparse.Namespace, engine: Any) -> KeyService:
+    redis_url = _settings(args).redis_url
+
+    async def announce(record: KeyRecord, spend_dropped: bool) -> None:
+        # Servers see the change through the database's change log within
+        # limits.key_change_poll_s; with Redis, at once, and shared counters go too.
+        if redis_url is None:
+            return
+        from sluice.redis_backend.wiring import notify_key_change
+
+        if not await notify_key_change(
+            redis_url, record.key_hash, record.id, drop_budget=spend_dropped
+        ):
+            print(
+                "sluice: warning: redis unreachable; servers see the change through the database"
+                + (", but the shared budget counter was not reset" if spend_dropped else ""),
+                file=sys.stderr,
+            )
+
+    return KeyService(KeyStore(engine), announce)
+
+
+def _limit_fields(args: argparse.Namespace, fields: dict[str, Any]) -> dict[str, Any]:
+    """The options ``create`` and ``update`` share, as the admin API's fields (validated
+    there); on update 0 (and a negative budget) means no limit, '' no expiry."""
+    updating = args.action == "update"
+    if args.budget_usd is not None:
+        fields["budget_usd"] = None if updating and args.budget_usd < 0 else args.budget_usd
+    if args.models is not None:
+        fields["models"] = _csv(args.models)
+    for name in ("rpm", "tpm", "max_concurrent"):
+        value = getattr(args, name)
+        if value is not None:
+            fields[name] = (value or None) if updating else value
+    if args.expires is not None:
+        fields["expires_at"] = args.expires or None
+    if args.allow_ip is not None:
+        fields["allowed_ips"] = [ip for ip in args.allow_ip if ip]
+    return fields
+
+
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    budget = None if args.budget_usd is None else round(args.budget_usd * 1_000_000)
-    expires = _time_arg(args.expires)
-    ips = _ips(args.allow_ip)
-
-    async def work(engine: Any) -> Any:
-        return await KeyStore(engine).create(
-            args.name,
-            budget_micro=budget,
-            expires_at=expires,
-            allowed_models=None if args.models is None else _csv(args.models),
-            allowed_ips=ips,
-            rpm=args.rpm,
-            tpm=args.tpm,
-            max_concurrent=args.max_concurrent,
-        )
-
-    new = _run_db(args, work)
+    fields = _limit_fields(args, {"name": args.name})
+    new = _run_db(args, lambda engine: _key_service(args, engine).create(fields))
     if args.json:
         _print_json({"key": new.secret, **new.record.public_view()})
     else:
@@ -123,10 +145,11 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 async def _find(engine: Any, ident: str) -> Any:
-    record = await KeyStore(engine).find(ident)
-    if record is None:
-        raise CliError(f"no key with id, prefix or name '{ident}'")
-    return record
+    return await KeyService(KeyStore(engine), _no_announce).find(ident)
+
+
+async def _no_announce(record: KeyRecord, spend_dropped: bool) -> None:
+    """Reads announce nothing."""
 
 
 def cmd_keys_show(args: argparse.Namespace) -> int:
@@ -135,73 +158,33 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _notify_replicas(args: argparse.Namespace, record: Any, *, drop_budget: bool) -> None:
-    """With Redis configured, running replicas drop the key from their caches within 1 s."""
-    settings = _settings(args)
-    if settings.redis_url is None:
-        return
-    from sluice.redis_backend.wiring import notify_key_change
-
-    reached = asyncio.run(
-        notify_key_change(settings.redis_url, record.key_hash, record.id, drop_budget=drop_budget)
-    )
-    if not reached:
-        print(
-            "sluice: warning: redis unreachable; replicas see the change within the key cache TTL",
-            file=sys.stderr,
-        )
-
-
-def _update(args: argparse.Namespace, update: KeyUpdate) -> int:
-    async def work(engine: Any) -> Any:
-        record = await _find(engine, args.key)
-        return await KeyStore(engine).update(record.id, update.changes())
-
-    record = _run_db(args, work)
-    _notify_replicas(args, record, drop_budget=bool(update.reset_spent))
+def cmd_keys_update(args: argparse.Namespace) -> int:
+    fields = _limit_fields(args, {} if args.name is None else {"name": args.name})
+    if args.reset_spent:
+        fields["reset_spent"] = True
+    record = _run_db(args, lambda engine: _key_service(args, engine).update(args.key, fields))
     _print_json(record.public_view())
     return 0
 
 
-def cmd_keys_update(args: argparse.Namespace) -> int:
-    fields: dict[str, Any] = {}
-    if args.name is not None:
-        fields["name"] = args.name
-    if args.budget_usd is not None:
-        fields["budget_usd"] = None if args.budget_usd < 0 else args.budget_usd
-    if args.models is not None:
-        fields["models"] = _csv(args.models)
-    if args.rpm is not None:
-        fields["rpm"] = args.rpm or None
-    if args.tpm is not None:
-        fields["tpm"] = args.tpm or None
-    if args.max_concurrent is not None:
-        fields["max_concurrent"] = args.max_concurrent or None
-    if args.expires is not None:
-        fields["expires_at"] = _time_arg(args.expires) if args.expires else None
-    if args.allow_ip is not None:
-        fields["allowed_ips"] = _ips([ip for ip in args.allow_ip if ip])
-    if args.reset_spent:
-        fields["reset_spent"] = True
-    return _update(args, parse_body(fields, KeyUpdate))
+def _set_disabled(args: argparse.Namespace, disabled: bool) -> int:
+    record = _run_db(
+        args, lambda engine: _key_service(args, engine).set_disabled(args.key, disabled)
+    )
+    _print_json(record.public_view())
+    return 0
 
 
 def cmd_keys_disable(args: argparse.Namespace) -> int:
-    return _update(args, KeyUpdate(disabled=True))
+    return _set_disabled(args, True)
 
 
 def cmd_keys_enable(args: argparse.Namespace) -> int:
-    return _update(args, KeyUpdate(disabled=False))
+    return _set_disabled(args, False)
 
 
 def cmd_keys_delete(args: argparse.Namespace) -> int:
-    async def work(engine: Any) -> Any:
-        record = await _find(engine, args.key)
-        await KeyStore(engine).delete(record.id)
-        return record
-
-    record = _run_db(args, work)
-    _notify_replicas(args, record, drop_budget=True)
+    record = _run_db(args, lambda engine: _key_service(args, engine).delete(args.key))
     print(f"Deleted key {record.id}.")
     return 0
 
@@ -393,8 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, ConfigError) as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return 2
-    except BodyError as exc:
-        print(f"sluice: invalid {exc.param or 'value'}: {exc}", file=sys.stderr)
+    except SluiceError as exc:  # key changes: the admin API's message, without its status
+        print(f"sluice: {exc.message}", file=sys.stderr)
         return 2
     except (SQLAlchemyError, OSError) as exc:
         print(

@@ -108,6 +108,8 @@ class LimitsConfig(_Strict, frozen=True):
     # Reservation when the client sends no max_tokens: the most we expect a reply to cost.
     default_max_tokens: PositiveInt = 4096
     key_cache_ttl_s: NonNegativeFloat = 5.0
+    # How often each worker reads the key change log (CLI changes without Redis); 0 = never.
+    key_change_poll_s: NonNegativeFloat = 0.5
     max_json_depth: PositiveInt = 64
     # Slow clients (slowloris): a connection must deliver its request line and headers, then
     # its body, within these; otherwise it gets 408 and is closed (see server_protocol.py).

@@ -17,6 +17,7 @@ from sluice.auth_throttle import FailureThrottle
 from sluice.concurrency import ConcurrencyLimiter, MemoryConcurrency
 from sluice.errors import ServiceUnavailable
 from sluice.health import STATE_CODES, CircuitState, MemoryChannelHealth, ProbeGate
+from sluice.key_watch import KeyChangeWatcher
 from sluice.keys import KeyRecord
 from sluice.limits import MemoryRateLimiter, RateLimiter
 from sluice.metering.pricing import PriceBook
@@ -24,12 +25,14 @@ from sluice.metering.quota import BudgetLedger, LocalLedger
 from sluice.metering.tokens import TokenCounter
 from sluice.observability.metrics import Metrics
 from sluice.offload import Offload
+from sluice.redis_backend.invalidation import KeyChange
 from sluice.redis_backend.wiring import RedisServices
 from sluice.refusals import RefusalMemory
 from sluice.routing import ChannelHealth, Router, build_router
 from sluice.settings import ChannelConfig, Settings
 from sluice.storage.aio import AsyncEngine
 from sluice.storage.db import create_engine
+from sluice.storage.key_changes import KeyChangeRow
 from sluice.storage.key_store import KeyStore
 from sluice.storage.usage_queries import UsageQueries
 from sluice.storage.usage_sink import UsageSink
@@ -76,6 +79,7 @@ class AppState:
     probe_gate: ProbeGate = field(default_factory=ProbeGate)
     refusals: RefusalMemory = field(default_factory=RefusalMemory)  # checked before the body
     offload: Offload = field(default_factory=Offload)  # large bodies parsed/counted off the loop
+    key_watch: KeyChangeWatcher | None = None  # polls the key change log (set by start)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run work that must finish even if the request that started it is cancelled."""
@@ -115,12 +119,28 @@ class AppState:
         self.offload.start()
         if self.redis is not None:
             await self.redis.start(self.key_cache)
+        self.key_watch = KeyChangeWatcher(
+            self.engine, self.key_changed_elsewhere, self.settings.limits.key_change_poll_s
+        )
+        await self.key_watch.start()
 
     async def key_changed(self, record: KeyRecord) -> None:
         """A key was changed here: drop it from this cache and tell the other replicas."""
         self.key_cache.invalidate(record.key_hash)
         if self.redis is not None:
             await self.redis.publish_key_change(record.key_hash, record.id)
+
+    async def key_changed_elsewhere(self, change: KeyChangeRow | None) -> None:
+        """The change log shows a key changed (by the CLI, another worker, this one): drop it
+        from this cache; None means any key may have changed."""
+        key_hash = None if change is None else change.key_hash
+        self.key_cache.invalidate(key_hash)
+        if self.redis is not None:  # shared counters: the changer dropped them; local ones go
+            key_id = None if change is None else change.key_id
+            await self.redis.apply_key_change(KeyChange(key_hash, key_id))
+        elif change is not None and change.spend_reset:
+            await self.usage_sink.flush()  # this worker's spend so far reaches the database
+            await self.ledger.forget(change.key_id)  # then reseeds from it
 
     async def close(self) -> None:
         if self.background:
@@ -134,6 +154,8 @@ class AppState:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=_SETTLE_AFTER_CANCEL_S)
+        if self.key_watch is not None:
+            await self.key_watch.close()
         await self.usage_sink.close()
         if self.redis is not None:
             await self.redis.close()

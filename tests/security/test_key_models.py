@@ -122,7 +122,7 @@ async def _migration_round_trip(database_url: str) -> None:
             old = {"old_all": "[]", "old_spaced": "[ ]", "old_some": '["gpt-4o*"]'}
             for key_id, models in old.items():
                 await conn.execute(insert(api_keys).values(_row(key_id, models)))
-        await upgrade_database(engine)
+        await upgrade_database(engine, "0003")  # this test is about 0003, not the head
         assert await current_revision(engine) == "0003"
         store = KeyStore(engine)
         for key_id in ("old_all", "old_spaced"):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sluice.admin.schemas import BodyError, KeyCreate, KeyUpdate, parse_body, parse_time
+from sluice.admin.key_service import KeyService
+from sluice.admin.schemas import parse_time
 from sluice.errors import AuthenticationFailed, InvalidRequest, NotFound, ServiceUnavailable
 from sluice.health_probe import probe_channel, probe_model
 from sluice.keys import KeyRecord
@@ -21,8 +22,6 @@ from sluice.state import AppState
 from sluice.storage.usage_queries import UsageFilter
 
 __all__ = ["admin_routes", "mask_secret"]
-
-_Body = TypeVar("_Body", KeyCreate, KeyUpdate)
 
 
 def mask_secret(secret: str) -> str:
@@ -57,21 +56,23 @@ def _require_admin(request: Request) -> AppState:
     return state
 
 
-async def _body(request: Request, schema: type[_Body]) -> _Body:
+def _keys(state: AppState) -> KeyService:
+    async def announce(record: KeyRecord, spend_dropped: bool) -> None:
+        if spend_dropped:  # spend reset or key deleted: counters reseed from the database
+            await state.usage_sink.flush()
+            await state.ledger.forget(record.id)
+        await state.key_changed(record)  # this cache, and every replica's when Redis is set
+
+    return KeyService(state.keys, announce)
+
+
+async def _raw_body(request: Request) -> object:
     raw, _ = await read_json_body(request, 1024 * 1024, 16)
-    try:
-        return parse_body(raw, schema)
-    except BodyError as exc:
-        if exc.param is None:
-            raise InvalidRequest(f"Invalid request body: {exc}") from None
-        raise InvalidRequest(f"Invalid '{exc.param}': {exc}", param=exc.param) from None
+    return raw
 
 
 async def _key_or_404(state: AppState, key_id: str) -> KeyRecord:
-    record = await state.keys.find(key_id)
-    if record is None:
-        raise NotFound(f"No key with id, prefix or name '{key_id}'.", code="key_not_found")
-    return record
+    return await _keys(state).find(key_id)
 
 
 async def _view(state: AppState, record: KeyRecord) -> dict[str, Any]:
@@ -82,71 +83,46 @@ async def _view(state: AppState, record: KeyRecord) -> dict[str, Any]:
 
 async def create_key(request: Request) -> Response:
     state = _require_admin(request)
-    body = await _body(request, KeyCreate)
-    new = await state.keys.create(
-        body.name,
-        budget_micro=None if body.budget_usd is None else round(body.budget_usd * 1_000_000),
-        expires_at=float(body.expires_at) if body.expires_at is not None else None,
-        allowed_models=body.models,
-        allowed_ips=body.allowed_ips,
-        rpm=body.rpm,
-        tpm=body.tpm,
-        max_concurrent=body.max_concurrent,
-    )
+    new = await _keys(state).create(await _raw_body(request))
     return json_response({"key": new.secret, **new.record.public_view()}, status=201)
 
 
 async def list_keys(request: Request) -> Response:
     state = _require_admin(request)
-    records = await state.keys.list()
+    records = await _keys(state).list()
     return json_response({"object": "list", "data": [await _view(state, r) for r in records]})
 
 
 async def get_key(request: Request) -> Response:
     state = _require_admin(request)
-    record = await _key_or_404(state, request.path_params["key_id"])
+    record = await _keys(state).find(request.path_params["key_id"])
     return json_response(await _view(state, record))
-
-
-async def _apply(state: AppState, record: KeyRecord, body: KeyUpdate) -> KeyRecord:
-    changes = body.changes()
-    updated = await state.keys.update(record.id, changes)
-    if updated is None:
-        raise NotFound("The key was deleted meanwhile.", code="key_not_found")
-    if changes.reset_spent:
-        await state.usage_sink.flush()
-        await state.ledger.forget(record.id)
-    await state.key_changed(record)  # this cache, and every replica's when Redis is set
-    return updated
 
 
 async def update_key(request: Request) -> Response:
     state = _require_admin(request)
-    record = await _key_or_404(state, request.path_params["key_id"])
-    body = await _body(request, KeyUpdate)
-    return json_response(await _view(state, await _apply(state, record, body)))
+    keys = _keys(state)
+    ident = request.path_params["key_id"]
+    await keys.find(ident)  # an unknown key is 404 before its body is read
+    updated = await keys.update(ident, await _raw_body(request))
+    return json_response(await _view(state, updated))
 
 
 async def disable_key(request: Request) -> Response:
     state = _require_admin(request)
-    record = await _key_or_404(state, request.path_params["key_id"])
-    updated = await _apply(state, record, KeyUpdate(disabled=True))
+    updated = await _keys(state).set_disabled(request.path_params["key_id"], True)
     return json_response(await _view(state, updated))
 
 
 async def enable_key(request: Request) -> Response:
     state = _require_admin(request)
-    record = await _key_or_404(state, request.path_params["key_id"])
-    updated = await _apply(state, record, KeyUpdate(disabled=False))
+    updated = await _keys(state).set_disabled(request.path_params["key_id"], False)
     return json_response(await _view(state, updated))
 
 
 async def delete_key(request: Request) -> Response:
     state = _require_admin(request)
-    record = await _key_or_404(state, request.path_params["key_id"])
-    await state.keys.delete(record.id)
-    await state.ledger.forget(record.id)
-    await state.key_changed(record)
+    record = await _keys(state).delete(request.path_params["key_id"])
     return json_response({"id": record.id, "object": "key", "deleted": True})
 
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sluice.errors import InternalError, NotFound, PermissionDenied, SluiceError
+from sluice.errors import InternalError, SluiceError
 from sluice.inbound.anthropic_request import to_openai_chat
 from sluice.inbound.anthropic_response import (
     AnthropicStreamWriter,
@@ -30,6 +30,7 @@ from sluice.protocol.validate import validate_body
 from sluice.relay.admission import Admission, authenticate, count_request, refuse_early
 from sluice.relay.engine import relay
 from sluice.relay.http import json_response, read_json_body, request_id_of
+from sluice.relay.model_access import check_model
 from sluice.state import AppState
 
 __all__ = ["AnthropicDialect", "anthropic_routes", "anthropic_error_response"]
@@ -146,10 +147,7 @@ async def count_tokens(request: Request) -> Response:
             # count_tokens takes no max_tokens; the translation requires one.
             params = {**params, "max_tokens": 1, "stream": False}
         body, model = await state.offload.run(len(raw), lambda: _validated_chat(params))
-        if not key.allows_model(model):
-            raise PermissionDenied(f"This API key is not allowed to use the model '{model}'.")
-        if not state.router.has_model(model):
-            raise NotFound(f"The model '{model}' does not exist or you do not have access to it.")
+        check_model(state.router, key, model)
         await count_request(state, key)  # free, but not unlimited: counts against rpm
         tokens = await state.offload.run(
             len(raw), lambda: state.tokens.count_messages(body["messages"], body.get("tools"))

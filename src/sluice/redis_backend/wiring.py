@@ -53,10 +53,12 @@ class RedisServices:
         self.circuit = CircuitSync(self.backend)  # attach() the replica's health object
         self._key_cache: KeyCache | None = None
         self._listener = InvalidationListener(
-            url, self._changed, extra={CIRCUIT_CHANNEL: self.circuit.on_message}
+            url, self.apply_key_change, extra={CIRCUIT_CHANNEL: self.circuit.on_message}
         )
 
-    async def _changed(self, change: KeyChange) -> None:
+    async def apply_key_change(self, change: KeyChange) -> None:
+        """A key changed elsewhere (pub/sub, or the database change log): drop what this
+        replica holds of it. ``key_hash`` None drops every cached key."""
         if self._key_cache is not None:
             self._key_cache.invalidate(change.key_hash)
         if change.key_id is not None:

@@ -15,7 +15,7 @@ from starlette.requests import Request
 
 from sluice.auth import check_key, extract_key
 from sluice.concurrency import Lease
-from sluice.errors import InsufficientQuota, NotFound, PermissionDenied, RateLimited
+from sluice.errors import InsufficientQuota, RateLimited
 from sluice.keys import KeyRecord
 from sluice.limits import LimitDecision
 from sluice.metering.pricing import ModelRate, UsageTokens
@@ -24,6 +24,7 @@ from sluice.protocol.validate import RequestView, validate_body
 from sluice.providers.base import Endpoint
 from sluice.refusals import rpm_refusal
 from sluice.relay.http import client_ip, read_json_body, request_id_of
+from sluice.relay.model_access import check_model
 from sluice.relay.together import both_settled
 from sluice.state import AppState
 
@@ -115,21 +116,6 @@ def _completion_allowance(state: AppState, view: RequestView) -> int:
     return per_choice * view.n
 
 
-def _check_model(state: AppState, key: KeyRecord, model: str) -> None:
-    if not key.allows_model(model):
-        raise PermissionDenied(
-            f"This API key is not allowed to use the model '{model}'.",
-            param="model",
-            code="model_not_allowed",
-        )
-    if not state.router.has_model(model):
-        raise NotFound(
-            f"The model '{model}' does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
-
-
 async def admit(
     state: AppState, request: Request, endpoint: Endpoint, dialect: Dialect | None = None
 ) -> Admission:
@@ -153,7 +139,7 @@ async def admit(
         raw = orjson.dumps(body)
         view = validate_body(endpoint, body)
     model = view.model
-    _check_model(state, key, model)
+    check_model(state.router, key, model)
     upstream_names = (c.config.upstream_model(model) for c in state.router.candidates(model))
     # An upper bound over the channels that may serve it; settled at the served model's rate.
     rate = state.prices.reservation_rate(model, upstream_names)

@@ -8,10 +8,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sluice.errors import InvalidRequest, NotFound
+from sluice.errors import InvalidRequest, PermissionDenied
 from sluice.relay.admission import authenticate
 from sluice.relay.engine import relay
 from sluice.relay.http import json_response
+from sluice.relay.model_access import check_model, model_not_found
 from sluice.state import AppState
 from sluice.storage.usage_queries import UsageFilter
 
@@ -61,16 +62,14 @@ async def get_model(request: Request) -> Response:
     state = _state(request)
     key = await authenticate(state, request)
     model_id = request.path_params["model_id"]
-    listed = state.router.listed_models()
-    owner = listed.get(model_id)
-    if owner is None and state.router.has_model(model_id):
+    try:
+        check_model(state.router, key, model_id)
+    except PermissionDenied:
+        # Like the listing, a retrieval does not show a key the models it may not use.
+        raise model_not_found(model_id) from None
+    owner = state.router.listed_models().get(model_id)
+    if owner is None:  # served through a glob: the first channel that serves it owns it
         owner = state.router.candidates(model_id)[0].config.type
-    if owner is None or not key.allows_model(model_id):
-        raise NotFound(
-            f"The model '{model_id}' does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
     return json_response(_model_object(model_id, owner, int(state.started_at)))
 
 

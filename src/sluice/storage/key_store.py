@@ -1,4 +1,8 @@
-"""Key rows: create, read, update, delete. Only hashes are stored."""
+"""Key rows: create, read, update, delete. Only hashes are stored.
+
+Every update and delete also appends to the key change log in the same transaction
+(``key_changes.py``), so servers that cache keys learn of it whoever made it.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 
 from sluice.keys import ALL_MODELS, KeyRecord, generate_key, hash_key, key_prefix
-from sluice.storage.aio import AsyncEngine
+from sluice.storage.aio import AsyncConnection, AsyncEngine
+from sluice.storage.key_changes import record_change
 from sluice.storage.schema import api_keys
 
 __all__ = ["KeyStore", "KeyChanges", "NewKey"]
@@ -90,6 +95,12 @@ def _to_record(row: RowMapping) -> KeyRecord:
         created_at=row["created_at"],
         last_used_at=row["last_used_at"],
     )
+
+
+async def _hash_of(conn: AsyncConnection, key_id: str) -> str | None:
+    found = await conn.execute(select(api_keys.c.key_hash).where(api_keys.c.id == key_id))
+    key_hash: str | None = found.scalar_one_or_none()
+    return key_hash
 
 
 class KeyStore:
@@ -180,12 +191,19 @@ class KeyStore:
         if values:
             async with self._engine.begin() as conn:
                 await conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(**values))
+                key_hash = await _hash_of(conn, key_id)
+                if key_hash is not None:
+                    await record_change(conn, key_id, key_hash, spend_reset=changes.reset_spent)
         return await self.get(key_id)
 
     async def delete(self, key_id: str) -> bool:
         async with self._engine.begin() as conn:
-            result = await conn.execute(delete(api_keys).where(api_keys.c.id == key_id))
-        return bool(result.rowcount)
+            key_hash = await _hash_of(conn, key_id)
+            if key_hash is None:
+                return False
+            await conn.execute(delete(api_keys).where(api_keys.c.id == key_id))
+            await record_change(conn, key_id, key_hash, spend_reset=True)
+        return True
 
     async def count(self) -> int:
         async with self._engine.connect() as conn:

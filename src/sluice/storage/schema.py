@@ -19,7 +19,7 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["metadata", "api_keys", "usage", "usage_daily"]
+__all__ = ["metadata", "api_keys", "key_changes", "usage", "usage_daily"]
 
 metadata = MetaData()
 
@@ -43,6 +43,19 @@ api_keys = Table(
     Column("disabled", Boolean, nullable=False, server_default="0"),
     Column("created_at", Float, nullable=False),
     Column("last_used_at", Float, nullable=True),
+)
+
+# Migration 0005: one row per key change (create, update, delete), numbered in commit order, so
+# every server learns of changes made elsewhere (the CLI, another worker) by polling the newest
+# version. Only the last rows are kept (storage/key_changes.py).
+key_changes = Table(
+    "key_changes",
+    metadata,
+    Column("version", BigInteger, primary_key=True, autoincrement=False),
+    Column("key_id", String(32), nullable=False),
+    Column("key_hash", String(64), nullable=False),
+    Column("spend_reset", Boolean, nullable=False, server_default="0"),
+    Column("changed_at", Float, nullable=False),
 )
 
 usage = Table(
