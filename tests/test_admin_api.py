@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from sluice.settings import load_settings
+from sluice.storage.usage_sink import UsageRow
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.support import ADMIN_KEY, Gateway, LoopThread, start_gateway
 
@@ -177,3 +179,37 @@ def test_reload_applies_a_changed_file(
         )
     finally:
         gateway.stop()
+
+
+def test_usage_report_counts_metered_units(gateway: Gateway, admin: httpx.Client) -> None:
+    key = gateway.create_key("units")
+    key_id = gateway.key_record(key).id
+    now = time.time()
+    rows = [
+        UsageRow(
+            request_id=f"req-{model}", key_id=key_id, endpoint="x", model=model,
+            upstream_model=model, channel="fake", prompt_tokens=0, cached_tokens=0,
+            completion_tokens=0, cost_micro=cost, status=200, error_code=None, latency_ms=1.0,
+            ttft_ms=None, stream=False, created_at=now, **units,
+        )
+        for model, cost, units in (
+            ("dall-e-3", 240_000, {"images": 3}),
+            ("whisper-1", 6_000, {"audio_seconds": 60}),
+            ("rerank-v3.5", 14_000, {"search_units": 7, "calls": 1}),
+        )
+    ]  # fmt: skip
+    for row in rows:
+        gateway.state.usage_sink.record(row)
+    gateway.flush()
+    by_model = admin.get("/admin/usage", params={"group_by": "model"}).json()["data"]
+    units = ("images", "audio_seconds", "characters", "search_units", "calls")
+    assert {r["model"]: [r[u] for u in units] for r in by_model} == {
+        "dall-e-3": [3, 0, 0, 0, 0],
+        "whisper-1": [0, 60, 0, 0, 0],
+        "rerank-v3.5": [0, 0, 0, 7, 1],
+    }
+    billing = httpx.get(
+        f"{gateway.url}/dashboard/billing/usage", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert billing.status_code == 200
+    assert billing.json()["total_usage"] == pytest.approx(26.0)  # cents: $0.26

@@ -25,6 +25,7 @@ from sluice.settings import ConfigError, Settings, load_settings, resolve_config
 from sluice.storage.db import create_engine
 from sluice.storage.key_store import KeyStore
 from sluice.storage.migrate import upgrade_database
+from sluice.storage.schema import UNIT_COLUMNS
 from sluice.storage.usage_queries import UsageFilter, UsageQueries
 
 __all__ = ["main"]
@@ -229,14 +230,20 @@ def cmd_usage(args: argparse.Namespace) -> int:
         _print_json(rows)
         return 0
     label = args.by or "total"
+    # Unit columns (images, audio seconds, ...) only when some row counts them: a chat-only
+    # report reads as it always did; --json carries every column.
+    units = [u for u in UNIT_COLUMNS if any(row.get(u) for row in rows)]
+    unit_heads = "".join(f"  {u.upper().replace('_', ' '):>13}" for u in units)
     print(
-        f"{label.upper():34}  {'REQUESTS':>9}  {'PROMPT':>10}  {'COMPLETION':>10}  {'COST USD':>12}"
+        f"{label.upper():34}  {'REQUESTS':>9}  {'PROMPT':>10}  {'COMPLETION':>10}"
+        f"{unit_heads}  {'COST USD':>12}"
     )
     for row in rows:
         name = str(row.get(args.by, "all")) if args.by else "all"
+        unit_cells = "".join(f"  {row[u]:>13}" for u in units)
         print(
             f"{name[:34]:34}  {row['requests']:>9}  {row['prompt_tokens']:>10}  "
-            f"{row['completion_tokens']:>10}  {row['cost_usd']:>12.6f}"
+            f"{row['completion_tokens']:>10}{unit_cells}  {row['cost_usd']:>12.6f}"
         )
     return 0
 

@@ -91,11 +91,28 @@ class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
 
 
 class ModelPrice(_Strict, frozen=True):
-    """USD per one million tokens."""
+    """USD per one million tokens, and per unit of the other metered units (docs/config.md)."""
 
-    input: NonNegativeFloat
+    input: NonNegativeFloat | None = None  # required unless a per-unit price is given
     output: NonNegativeFloat = 0.0
     cached_input: NonNegativeFloat | None = None
+    cache_write: NonNegativeFloat | None = None
+    # "SIZE/QUALITY" (e.g. "1024x1024/hd") or "SIZE" -> USD per image
+    per_image: dict[Annotated[str, msgspec.Meta(min_length=1)], NonNegativeFloat] = msgspec.field(
+        default_factory=dict
+    )
+    per_audio_second: NonNegativeFloat | None = None
+    per_1m_characters: NonNegativeFloat | None = None
+    per_search_unit: NonNegativeFloat | None = None
+    per_call: NonNegativeFloat | None = None
+
+    def __post_init__(self) -> None:
+        units = (self.per_audio_second, self.per_1m_characters, self.per_search_unit, self.per_call)
+        if self.input is None and not self.per_image and all(u is None for u in units):
+            raise ValueError(
+                "a price needs input (USD per 1M tokens) or a per-unit price "
+                "(per_image, per_audio_second, per_1m_characters, per_search_unit, per_call)"
+            )
 
 
 class PricingConfig(_Strict, frozen=True):

@@ -2,6 +2,12 @@
 
 A price is held as micro-dollars per one million tokens (an integer), so the cost of a call is
 exact integer arithmetic: ``tokens * price // 1_000_000`` rounded half up.
+
+The other metered units (images, audio seconds, characters, search units, calls) are priced
+the same way: micro-dollars per one million units, an integer. A request's cost is the sum of
+``count * rate`` over every unit, divided by one million and rounded half up **once**, so no
+unit is rounded on its own and any price with at most 12 decimals of a dollar per unit
+(``$0.0001`` per audio second, ``$0.000015`` per character) is exact.
 """
 
 from __future__ import annotations
@@ -10,16 +16,21 @@ import fnmatch
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from importlib import resources
 
+import msgspec
 import yaml
 
 from sluice.errors import InvalidRequest
-from sluice.settings import ChannelConfig, PricingConfig
+from sluice.settings import ChannelConfig, ModelPrice, PricingConfig
 
 __all__ = [
+    "MeteredUnits",
+    "NO_UNIT_RATES",
     "ModelRate",
     "PriceBook",
+    "UnitRates",
     "UsageTokens",
     "cheaper_alias_warnings",
     "usd_to_micro",
@@ -33,22 +44,106 @@ def usd_to_micro(usd: float) -> int:
     return round(usd * _MICRO)
 
 
+def _micro_per_million(usd: float | None, per: int = 1) -> int:
+    """A price of ``usd`` per ``per`` units as micro-dollars per one million units, from the
+    decimal the price was written as (not its nearest binary float)."""
+    exact = Decimal(repr(usd or 0.0)) * (_MICRO * _MICRO) / per
+    return int(exact.to_integral_value(rounding=ROUND_HALF_UP))
+
+
+@dataclass(frozen=True, slots=True)
+class MeteredUnits:
+    """What a request used besides tokens (images, audio, TTS, rerank, tasks); whole units."""
+
+    images: int = 0
+    image_variant: str = ""  # "SIZE/QUALITY" of the images ("1024x1024/hd"): picks the price
+    audio_seconds: int = 0  # the endpoint rounds a started second up
+    characters: int = 0  # text-to-speech input
+    search_units: int = 0  # rerank: one query with up to 100 documents
+    calls: int = 0  # requests or tasks billed at a fixed price each
+
+
 @dataclass(frozen=True, slots=True)
 class UsageTokens:
     prompt: int = 0
     completion: int = 0
     cached: int = 0  # part of prompt read from the provider's prompt cache
     cache_write: int = 0  # part of prompt written to the provider's prompt cache
+    # Units other than tokens; None (chat, completions, embeddings) means none: one field
+    # instead of six keeps building a chat usage as cheap as before.
+    units: MeteredUnits | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnitRates:
+    """Micro-dollars per one million units, like the token rates (see the module docstring)."""
+
+    images: tuple[tuple[str, int], ...] = ()  # ("SIZE/QUALITY" or "SIZE", rate), sorted
+    audio_second: int = 0
+    character: int = 0
+    search_unit: int = 0
+    call: int = 0
+
+    def image_rate(self, variant: str) -> int:
+        """The exact ``SIZE/QUALITY``, then the ``SIZE`` alone, then the dearest listed image:
+        an image of a size or quality without its own price never costs less than a known one."""
+        prices = dict(self.images)
+        rate = prices.get(variant)
+        if rate is None:
+            rate = prices.get(variant.split("/", 1)[0])
+        if rate is None:
+            rate = max(prices.values(), default=0)
+        return rate
+
+    def amount(self, units: MeteredUnits) -> int:
+        """Micro-dollars times one million: not rounded (ModelRate.cost rounds once)."""
+        total = (
+            units.audio_seconds * self.audio_second
+            + units.characters * self.character
+            + units.search_units * self.search_unit
+            + units.calls * self.call
+        )
+        if units.images:
+            total += units.images * self.image_rate(units.image_variant)
+        return total
+
+    def upper(self, other: UnitRates) -> UnitRates:
+        """Per unit (and per image variant) the larger of the two."""
+        keys = sorted({k for k, _ in self.images} | {k for k, _ in other.images})
+        images = tuple((k, max(self.image_rate(k), other.image_rate(k))) for k in keys)
+        return UnitRates(
+            images,
+            max(self.audio_second, other.audio_second),
+            max(self.character, other.character),
+            max(self.search_unit, other.search_unit),
+            max(self.call, other.call),
+        )
+
+    @classmethod
+    def from_price(cls, price: ModelPrice) -> UnitRates:
+        rates = cls(
+            images=tuple(sorted((k, _micro_per_million(v)) for k, v in price.per_image.items())),
+            audio_second=_micro_per_million(price.per_audio_second),
+            character=_micro_per_million(price.per_1m_characters, per=_MICRO),
+            search_unit=_micro_per_million(price.per_search_unit),
+            call=_micro_per_million(price.per_call),
+        )
+        # The shared instance when nothing but tokens is priced: ``is`` tests it cheaply.
+        return NO_UNIT_RATES if rates == NO_UNIT_RATES else rates
+
+
+NO_UNIT_RATES = UnitRates()
 
 
 @dataclass(frozen=True, slots=True)
 class ModelRate:
-    """Micro-dollars per one million tokens."""
+    """Micro-dollars per one million tokens (and per one million of each other unit)."""
 
     input: int
     output: int
     cached_input: int
     cache_write: int
+    units: UnitRates = NO_UNIT_RATES
 
     def upper(self, other: ModelRate) -> ModelRate:
         """Per token kind the larger of the two: an upper bound of either."""
@@ -57,6 +152,7 @@ class ModelRate:
             max(self.output, other.output),
             max(self.cached_input, other.cached_input),
             max(self.cache_write, other.cache_write),
+            self.units if self.units == other.units else self.units.upper(other.units),
         )
 
     def cost(self, usage: UsageTokens) -> int:
@@ -69,6 +165,8 @@ class ModelRate:
             + cache_write * self.cache_write
             + usage.completion * self.output
         )
+        if usage.units is not None:
+            total += self.units.amount(usage.units)
         return (total + _MICRO // 2) // _MICRO
 
     @classmethod
@@ -82,6 +180,15 @@ class ModelRate:
             cache_write=usd_to_micro(input if cache_write is None else cache_write),
         )
 
+    @classmethod
+    def from_price(cls, price: ModelPrice) -> ModelRate:
+        """A configured (or shipped) price: tokens as ``from_usd``, other units exactly."""
+        tokens = cls.from_usd(
+            price.input or 0.0, price.output, price.cached_input, price.cache_write
+        )
+        units = UnitRates.from_price(price)
+        return cls(tokens.input, tokens.output, tokens.cached_input, tokens.cache_write, units)
+
 
 FREE = ModelRate(0, 0, 0, 0)
 
@@ -91,12 +198,8 @@ def _load_shipped() -> dict[str, ModelRate]:
     table: dict[str, ModelRate] = {}
     for provider_models in (yaml.safe_load(text) or {}).values():
         for model, price in provider_models.items():
-            table[str(model)] = ModelRate.from_usd(
-                float(price["input"]),
-                float(price.get("output", 0.0)),
-                price.get("cached_input"),
-                price.get("cache_write"),
-            )
+            # The same schema as pricing.overrides in the config file.
+            table[str(model)] = ModelRate.from_price(msgspec.convert(price, ModelPrice))
     return table
 
 
@@ -108,7 +211,7 @@ class PriceBook:
         # Override keys may be globs ("my-org/*"); those are tried before the shipped table.
         self._patterns: list[tuple[str, ModelRate]] = []
         for model, price in config.overrides.items():
-            rate = ModelRate.from_usd(price.input, price.output, price.cached_input, None)
+            rate = ModelRate.from_price(price)
             if any(ch in model for ch in "*?["):
                 self._patterns.append((model, rate))
             else:
@@ -153,9 +256,9 @@ class PriceBook:
         at all (an Azure deployment name, a local file) does the alias's *own* price count —
         its exact name or a config glob, never a fuzzy match of the alias.
         """
-        rate = self.find(upstream_model)
+        rate = _token_priced(self.find(upstream_model))
         if rate is None and upstream_model != model:
-            rate = self.exact(model)
+            rate = _token_priced(self.exact(model))
         return rate
 
     def unpriced(self, model: str) -> ModelRate:
@@ -194,6 +297,15 @@ class PriceBook:
         if rate is None:
             return FREE if self._policy == "free" else reserved
         return rate
+
+
+def _token_priced(rate: ModelRate | None) -> ModelRate | None:
+    """``rate`` unless it prices only units besides tokens (``dall-e-3``, ``whisper-1``): the
+    token endpoints treat such a model as unpriced, as before it had a price, rather than free."""
+    if rate is None or rate.units is NO_UNIT_RATES:
+        return rate
+    tokens_free = not (rate.input or rate.output or rate.cached_input or rate.cache_write)
+    return None if tokens_free else rate
 
 
 def cheaper_alias_warnings(book: PriceBook, channels: Iterable[ChannelConfig]) -> list[str]:

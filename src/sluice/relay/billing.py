@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sluice.metering.pricing import UsageTokens
+from sluice.metering.pricing import MeteredUnits, UsageTokens
 from sluice.redis_backend.allowance import Allowances
 from sluice.relay.admission import Admission
 from sluice.relay.together import both_settled
@@ -120,9 +120,20 @@ async def settle(state: AppState, admission: Admission, outcome: Outcome) -> Usa
         stream=outcome.stream,
         created_at=admission.created_at,
     )
+    if usage.units is not None:
+        _record_units(row, usage.units)
     state.usage_sink.record(row)
     _observe(state, row)
     return row
+
+
+def _record_units(row: UsageRow, units: MeteredUnits) -> None:
+    # Set after construction: a chat row (no units) is built exactly as before.
+    row.images = units.images
+    row.audio_seconds = units.audio_seconds
+    row.characters = units.characters
+    row.search_units = units.search_units
+    row.calls = units.calls
 
 
 def _settling_allowances(state: AppState, admission: Admission) -> Allowances | None:

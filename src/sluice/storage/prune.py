@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select, text
 
 from sluice.storage.aio import AsyncConnection, AsyncEngine
-from sluice.storage.schema import usage, usage_daily
+from sluice.storage.schema import UNIT_COLUMNS, usage, usage_daily
 
 __all__ = [
     "PruneResult",
@@ -33,7 +33,9 @@ __all__ = [
     "MEASURES",
 ]
 
-MEASURES = ("requests", "prompt_tokens", "cached_tokens", "completion_tokens", "cost_micro")
+MEASURES = (
+    "requests", "prompt_tokens", "cached_tokens", "completion_tokens", "cost_micro", *UNIT_COLUMNS
+)  # fmt: skip
 _CHUNK = 500
 _DAY_S = 86_400
 
@@ -116,6 +118,7 @@ async def _aggregate(conn: AsyncConnection, dialect: str, before: float) -> list
             func.sum(usage.c.cached_tokens).label("cached_tokens"),
             func.sum(usage.c.completion_tokens).label("completion_tokens"),
             func.sum(usage.c.cost_micro).label("cost_micro"),
+            *(func.sum(usage.c[unit]).label(unit) for unit in UNIT_COLUMNS),
         )
         .where(usage.c.created_at < before)
         .group_by(day, usage.c.key_id, usage.c.model, channel)

@@ -19,7 +19,10 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["metadata", "api_keys", "key_changes", "usage", "usage_daily"]
+__all__ = ["metadata", "api_keys", "key_changes", "usage", "usage_daily", "UNIT_COLUMNS"]
+
+# Counts of the metered units besides tokens, on usage rows and daily totals (migration 0004).
+UNIT_COLUMNS = ("images", "audio_seconds", "characters", "search_units", "calls")
 
 metadata = MetaData()
 
@@ -78,6 +81,12 @@ usage = Table(
     Column("ttft_ms", Float, nullable=True),
     Column("stream", Boolean, nullable=False, server_default="0"),
     Column("created_at", Float, nullable=False),
+    # Units other than tokens (migration 0004; metering/pricing.py MeteredUnits)
+    Column("images", Integer, nullable=False, server_default="0"),
+    Column("audio_seconds", Integer, nullable=False, server_default="0"),
+    Column("characters", Integer, nullable=False, server_default="0"),
+    Column("search_units", Integer, nullable=False, server_default="0"),
+    Column("calls", Integer, nullable=False, server_default="0"),
     Index("ix_usage_key_created", "key_id", "created_at"),
     Index("ix_usage_created", "created_at"),
     Index("ix_usage_request_id", "request_id"),
@@ -96,4 +105,9 @@ usage_daily = Table(
     Column("cached_tokens", BigInteger, nullable=False, server_default="0"),
     Column("completion_tokens", BigInteger, nullable=False, server_default="0"),
     Column("cost_micro", BigInteger, nullable=False, server_default="0"),
+    Column("images", BigInteger, nullable=False, server_default="0"),  # migration 0004
+    Column("audio_seconds", BigInteger, nullable=False, server_default="0"),
+    Column("characters", BigInteger, nullable=False, server_default="0"),
+    Column("search_units", BigInteger, nullable=False, server_default="0"),
+    Column("calls", BigInteger, nullable=False, server_default="0"),
 )

@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, func, literal_column, select
 
 from sluice.storage.aio import AsyncEngine
 from sluice.storage.prune import MEASURES, daily_clauses, day_expression
-from sluice.storage.schema import usage, usage_daily
+from sluice.storage.schema import UNIT_COLUMNS, usage, usage_daily
 
 __all__ = ["UsageFilter", "UsageQueries", "GroupBy"]
 
@@ -70,6 +70,7 @@ class UsageQueries:
             func.coalesce(func.sum(usage.c.cached_tokens), 0).label("cached_tokens"),
             func.coalesce(func.sum(usage.c.completion_tokens), 0).label("completion_tokens"),
             func.coalesce(func.sum(usage.c.cost_micro), 0).label("cost_micro"),
+            *(func.coalesce(func.sum(usage.c[u]), 0).label(u) for u in UNIT_COLUMNS),
         ]
         if group_by is None:
             query = select(*measures).where(*where.clauses())

@@ -24,7 +24,9 @@ __all__ = ["UsageRow", "UsageSink"]
 log = logging.getLogger("sluice.usage")
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ pays an object.__setattr__ per field (~3x slower to
+# build), and one row is built per request; nothing changes a row once settle() recorded it.
+@dataclass(slots=True)
 class UsageRow:
     request_id: str
     key_id: str
@@ -42,6 +44,19 @@ class UsageRow:
     ttft_ms: float | None
     stream: bool
     created_at: float
+    # Metered units besides tokens (metering/pricing.py MeteredUnits); zero for chat.
+    images: int = 0
+    audio_seconds: int = 0
+    characters: int = 0
+    search_units: int = 0
+    calls: int = 0
+
+    @property
+    def metered(self) -> bool:
+        """Whether the row counts any unit besides tokens."""
+        return bool(
+            self.images or self.audio_seconds or self.characters or self.search_units or self.calls
+        )
 
 
 _ROW_FIELDS = tuple(f.name for f in fields(UsageRow))

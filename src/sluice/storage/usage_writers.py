@@ -7,6 +7,10 @@ at low concurrency; figures: docs/architecture.md). Here a flush is one multi-ro
 the per-key ``spent`` UPDATEs, sorted so replicas cannot deadlock, in one transaction on a
 connection from the same pool, at about half that cost. Column lists come from ``schema.py``,
 so the statements follow the table.
+
+A batch whose rows count no unit besides tokens (every chat batch) is written without the unit
+columns (``schema.UNIT_COLUMNS``; their server default is 0): the statement and arrays of a
+token-only table, so chat flushes pay nothing for the unit columns.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any, Protocol
 from sqlalchemy.exc import SQLAlchemyError
 
 from sluice.storage.aio import AsyncEngine
-from sluice.storage.schema import usage
+from sluice.storage.schema import UNIT_COLUMNS, usage
 
 __all__ = ["UsageWriter", "driver_writer"]
 
@@ -30,6 +34,14 @@ class UsageWriter(Protocol):
     async def write(
         self, rows: Sequence[Any], spent: dict[str, int], last_used: dict[str, float]
     ) -> None: ...
+
+
+def _without_units(columns: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(name for name in columns if name not in UNIT_COLUMNS)
+
+
+def _metered(rows: Sequence[Any]) -> bool:
+    return any(row.metered for row in rows)
 
 
 def driver_writer(engine: AsyncEngine, columns: Sequence[str]) -> UsageWriter:
@@ -51,23 +63,30 @@ class _PostgresWriter:
     def __init__(self, engine: AsyncEngine, columns: Sequence[str]) -> None:
         self._engine = engine
         self._columns = tuple(columns)
-        types = [usage.c[name].type.compile(dialect=engine.dialect) for name in self._columns]
+        self._base_columns = _without_units(self._columns)
+        self._insert = self._statement(self._columns)
+        self._base_insert = self._statement(self._base_columns)
+
+    def _statement(self, columns: tuple[str, ...]) -> str:
+        types = [usage.c[name].type.compile(dialect=self._engine.dialect) for name in columns]
         arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, 1))
-        self._insert = (
-            f"INSERT INTO usage ({', '.join(self._columns)}) SELECT * FROM unnest({arrays})"
-        )
+        return f"INSERT INTO usage ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
 
     async def write(
         self, rows: Sequence[Any], spent: dict[str, int], last_used: dict[str, float]
     ) -> None:
-        arrays = [[getattr(row, name) for row in rows] for name in self._columns]
+        metered = _metered(rows)
+        columns, insert = (
+            (self._columns, self._insert) if metered else (self._base_columns, self._base_insert)
+        )
+        arrays = [[getattr(row, name) for row in rows] for name in columns]
         from asyncpg import InterfaceError, PostgresError  # loaded only where PostgreSQL is
 
         async with self._engine.connect() as conn:
             raw = conn.driver_connection
             try:
                 async with raw.transaction():
-                    await raw.execute(self._insert, *arrays)
+                    await raw.execute(insert, *arrays)
                     for key_id in sorted(spent):  # fixed order: no deadlock between replicas
                         await raw.execute(self._SPEND, spent[key_id], last_used[key_id], key_id)
             except (PostgresError, InterfaceError) as exc:
@@ -82,13 +101,23 @@ class _SqliteWriter:
     def __init__(self, engine: AsyncEngine, columns: Sequence[str]) -> None:
         self._engine = engine
         self._columns = tuple(columns)
-        marks = ", ".join("?" for _ in self._columns)
-        self._insert = f"INSERT INTO usage ({', '.join(self._columns)}) VALUES ({marks})"
+        self._base_columns = _without_units(self._columns)
+        self._insert = self._statement(self._columns)
+        self._base_insert = self._statement(self._base_columns)
+
+    @staticmethod
+    def _statement(columns: tuple[str, ...]) -> str:
+        marks = ", ".join("?" for _ in columns)
+        return f"INSERT INTO usage ({', '.join(columns)}) VALUES ({marks})"
 
     async def write(
         self, rows: Sequence[Any], spent: dict[str, int], last_used: dict[str, float]
     ) -> None:
-        values = [tuple(getattr(row, name) for name in self._columns) for row in rows]
+        metered = _metered(rows)
+        columns, insert = (
+            (self._columns, self._insert) if metered else (self._base_columns, self._base_insert)
+        )
+        values = [tuple(getattr(row, name) for name in columns) for row in rows]
         from sqlite3 import Error  # loaded only where SQLite is
 
         async with self._engine.connect() as conn:
@@ -96,7 +125,7 @@ class _SqliteWriter:
             try:
                 await raw.execute("BEGIN IMMEDIATE")
                 try:
-                    await raw.executemany(self._insert, values)
+                    await raw.executemany(insert, values)
                     for key_id in sorted(spent):
                         await raw.execute(self._SPEND, (spent[key_id], last_used[key_id], key_id))
                 except BaseException:
