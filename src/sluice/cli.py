@@ -268,7 +268,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     problems += [
         f"channel {c.name}: base_url is required for type '{c.type}'"
         for c in settings.channels
-        if c.type not in ("local",) and not c.base_url
+        if c.capabilities.needs_base_url and not c.base_url
     ]
     problems += model_map_problems(settings.channels)
     if problems:

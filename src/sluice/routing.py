@@ -27,7 +27,7 @@ log = logging.getLogger("sluice.routing")
 @dataclass(frozen=True, slots=True)
 class Channel:
     config: ChannelConfig
-    adapter: Adapter
+    adapter: Adapter[Any]
 
     @property
     def name(self) -> str:
@@ -97,7 +97,7 @@ class Router:
         usable = [
             c
             for c in self.candidates(model)
-            if c.adapter.supports(endpoint) and health.available(c.name, model)
+            if endpoint in c.config.capabilities.endpoints and health.available(c.name, model)
         ]
         resting = [c for c in usable if health.cooling_down(c.name)]
         if resting:
@@ -132,7 +132,7 @@ def build_router(settings: Settings, local_endpoints: Mapping[str, str]) -> Rout
         if adapter is None:
             log.warning("channel %s: type %s is not supported; skipped", config.name, config.type)
             continue
-        if config.type == "local":
+        if config.capabilities.managed_server:
             base_url = local_endpoints.get(config.name)
             if base_url is None:
                 log.warning("channel %s: local model server is not running; skipped", config.name)

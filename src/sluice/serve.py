@@ -16,6 +16,7 @@ from sluice.admin.key_file import resolve_admin_key
 from sluice.app import ENV_ADMIN_KEY_HASH, ENV_LOCAL_ENDPOINTS
 from sluice.local_model import LocalModelServer, smollm2_model_path
 from sluice.observability.metrics import MULTIPROC_ENV
+from sluice.providers.configs import LocalConfig
 from sluice.server_protocol import uvicorn_options
 from sluice.settings import LOCAL_MODEL_NAME, ConfigError, Settings, load_settings
 from sluice.storage.db import create_engine, is_sqlite
@@ -57,7 +58,7 @@ def _start_local_models(settings: Settings) -> tuple[dict[str, str], list[LocalM
     endpoints: dict[str, str] = {}
     servers: list[LocalModelServer] = []
     for channel in settings.channels:
-        if channel.type != "local" or not channel.enabled:
+        if not isinstance(channel, LocalConfig) or not channel.enabled:
             continue
         model_path = Path(channel.model_path) if channel.model_path else smollm2_model_path()
         if model_path is None or not model_path.is_file():

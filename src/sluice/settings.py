@@ -6,7 +6,6 @@ The path comes from ``--config`` or ``SLUICE_CONFIG``; with neither, the embedde
 
 from __future__ import annotations
 
-import fnmatch
 import ipaddress
 import os
 import re
@@ -16,6 +15,21 @@ from typing import Annotated, Any, Literal
 import msgspec
 import yaml
 
+from sluice.config_base import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Secret,
+)
+from sluice.config_base import Strict as _Strict
+from sluice.providers.configs import (
+    CHANNEL_CONFIGS,
+    AnyChannelConfig,
+    ChannelConfig,
+    owners_of_field,
+    type_name,
+)
 from sluice.validation_errors import split_validation_error
 
 __all__ = [
@@ -35,7 +49,6 @@ __all__ = [
 
 DEFAULT_DATABASE_URL = "sqlite:///./.sluice/sluice.db"
 LOCAL_MODEL_NAME = "smollm2-135m-instruct"
-ChannelType = Literal["openai", "openai-compatible", "local", "azure", "anthropic", "gemini"]
 DEFAULT_RETRY_STATUSES = [408, 409, 429, 500, 502, 503, 504, 529]
 NEVER_RETRY_STATUSES = frozenset({400, 401, 403, 404, 422})
 
@@ -49,45 +62,10 @@ class ConfigError(Exception):
     """The configuration file is missing, unreadable or invalid."""
 
 
-class Secret:
-    """A string that never shows itself in a repr, a log line or an error message."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get_secret_value(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __repr__(self) -> str:
-        return "Secret('**********')" if self._value else "Secret('')"
-
-
 def _decode_secret(kind: type, value: Any) -> Any:
     if kind is Secret and isinstance(value, str):
         return Secret(value)
     raise TypeError(f"Expected a string, got `{type(value).__name__}`")
-
-
-PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
-NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
-PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
-NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
-ChannelName = Annotated[str, msgspec.Meta(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")]
-
-
-class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Config sections: unknown keys are an error (a typo must not silently do nothing)."""
 
 
 class ModelPrice(_Strict, frozen=True):
@@ -217,48 +195,6 @@ class UsageConfig(_Strict, frozen=True):
     buffer_max_rows: PositiveInt = 100_000
 
 
-class ChannelConfig(_Strict, frozen=True):
-    name: ChannelName
-    type: ChannelType
-    base_url: str = ""
-    api_key: Secret = Secret("")
-    models: list[str] = msgspec.field(default_factory=list)
-    model_map: dict[str, str] = msgspec.field(default_factory=dict)
-    priority: int = 0
-    weight: NonNegativeInt = 1
-    timeout_s: PositiveFloat | None = None  # total; overrides timeouts.total_s
-    connect_timeout_s: PositiveFloat | None = None
-    first_byte_timeout_s: PositiveFloat | None = None
-    idle_timeout_s: PositiveFloat | None = None
-    enabled: bool = True
-    # Whether the upstream honours stream_options.include_usage (llama.cpp's server does not).
-    stream_usage: bool = True
-    headers: dict[str, str] = msgspec.field(default_factory=dict)
-    api_version: str | None = None  # azure
-    allow_private_image_urls: bool = False  # anthropic / gemini image fetching
-    safety_settings: list[dict[str, Any]] = msgspec.field(default_factory=list)  # gemini
-    model_path: str | None = None  # local
-    port: int | None = None  # local: port of the managed llama.cpp server
-    context_size: PositiveInt = 2048  # local
-    # The model of the channel's test request (admin test, health probes); default: the first
-    # concrete name in model_map / models. Pick one every key of the upstream account can use:
-    # a probe answered 401/402/403 disables the channel.
-    test_model: str | None = None
-
-    def __post_init__(self) -> None:
-        msgspec.structs.force_setattr(self, "base_url", self.base_url.rstrip("/"))
-        if isinstance(self.api_key, str):  # built in code (tests, probes) rather than decoded
-            msgspec.structs.force_setattr(self, "api_key", Secret(self.api_key))
-
-    def serves(self, model: str) -> bool:
-        return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models) or (
-            model in self.model_map
-        )
-
-    def upstream_model(self, model: str) -> str:
-        return self.model_map.get(model, model)
-
-
 class CorsConfig(_Strict, frozen=True):
     allow_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
     max_age_s: int = 600
@@ -293,7 +229,7 @@ class Settings(_Strict, frozen=True):
     keep_alive_s: PositiveFloat = 75.0
     # Peers (CIDRs) whose X-Forwarded-For is believed: the load balancers in front of Sluice.
     trusted_proxies: list[str] = msgspec.field(default_factory=list)
-    channels: list[ChannelConfig] = msgspec.field(default_factory=list)
+    channels: list[AnyChannelConfig] = msgspec.field(default_factory=list)
     source_path: str | None = None
 
     def __post_init__(self) -> None:
@@ -366,11 +302,44 @@ def _allowed_values(path: str) -> tuple[object, ...] | None:
     return info.values if isinstance(info, msgspec.inspect.LiteralType) else None
 
 
-def _format_validation_error(exc: msgspec.ValidationError) -> str:
+_CHANNEL_PATH = re.compile(r"^channels\[(\d+)\](\.type)?$")
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `([^`]*)`$")
+
+
+def _channel_message(message: str, path: str, data: dict[str, Any]) -> str | None:
+    """A clearer message for a channel's ``type`` or a field its type does not have."""
+    found = _CHANNEL_PATH.match(path)
+    if found is None:
+        return None
+    types = ", ".join(sorted(type_name(c) for c in CHANNEL_CONFIGS))
+    if found[2] is not None and message.startswith("Invalid value"):
+        # msgspec's word for an unknown tag; the same text as a wrong value of a Literal.
+        return message.replace("Invalid value", "Invalid enum value", 1) + (
+            f" (expected one of: {types})"
+        )
+    if message.startswith("Object missing required field `type`"):
+        return f"{message} (one of: {types})"
+    unknown = _UNKNOWN_FIELD.match(message)
+    channels = data.get("channels")
+    if unknown is None or not isinstance(channels, list):
+        return None
+    index = int(found[1])
+    entry = channels[index] if index < len(channels) else None
+    kind = entry.get("type") if isinstance(entry, dict) else None
+    owners = owners_of_field(unknown[1])
+    if owners:
+        return (
+            f"`{unknown[1]}` is not a field of type '{kind}' (it belongs to type"
+            f"{'s' if len(owners) > 1 else ''} {', '.join(repr(o) for o in owners)})"
+        )
+    return f"{message} (not a field of type '{kind}')"
+
+
+def _format_validation_error(exc: msgspec.ValidationError, data: dict[str, Any]) -> str:
     message, path = split_validation_error(exc)
     if path is None:
         return f"invalid configuration:\n  {message}"
-    text = f"{path or '(root)'}: {message}"
+    text = f"{path or '(root)'}: {_channel_message(message, path, data) or message}"
     choices = _allowed_values(path)
     if choices and message.startswith("Invalid enum value"):
         text += " (expected one of: " + ", ".join(map(str, choices)) + ")"
@@ -390,7 +359,7 @@ def parse_settings(raw: Any, source_path: str | None = None) -> Settings:
         # accepted for numbers and booleans, as a YAML literal would be.
         return msgspec.convert(data, Settings, strict=False, dec_hook=_decode_secret)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc)) from None
+        raise ConfigError(_format_validation_error(exc, data)) from None
 
 
 def resolve_config_path(explicit: str | None) -> Path | None:

@@ -14,13 +14,13 @@ import pytest
 from sluice.errors import InvalidRequest, UpstreamBadResponse
 from sluice.providers.anthropic import AnthropicAdapter
 from sluice.providers.base import RelayCall, UsageTokens
-from sluice.settings import ChannelConfig, Secret
+from sluice.providers.configs import AnthropicConfig
+from sluice.settings import Secret
 from tests.fakes.anthropic_upstream import check_messages_request
 
 ADAPTER = AnthropicAdapter()
-CHANNEL = ChannelConfig(
+CHANNEL = AnthropicConfig(
     name="claude",
-    type="anthropic",
     base_url="https://api.example.test/",
     api_key=Secret("sk-ant-x" * 3),
 )

@@ -19,15 +19,16 @@ from aiohttp import web
 from sluice.errors import InvalidRequest
 from sluice.providers import media
 from sluice.providers.base import RelayCall
-from sluice.settings import ChannelConfig, ImageFetchConfig
+from sluice.providers.configs import AnthropicConfig
+from sluice.settings import ImageFetchConfig
 from tests.conformance.conftest import PNG_BYTES
 from tests.conftest import GatewayFactory
 from tests.fakes.anthropic_upstream import UPSTREAM_KEY, FakeAnthropic, error_body
 from tests.fakes.openai_upstream import Scripted
 from tests.support import LoopThread
 
-STRICT = ChannelConfig(name="strict", type="anthropic")
-LENIENT = ChannelConfig(name="lenient", type="anthropic", allow_private_image_urls=True)
+STRICT = AnthropicConfig(name="strict")
+LENIENT = AnthropicConfig(name="lenient", allow_private_image_urls=True)
 
 
 def call_with(*urls: str) -> RelayCall:
@@ -97,7 +98,7 @@ def images(loop_thread: LoopThread) -> Iterator[Images]:
 def inline(
     loop_thread: LoopThread,
     call: RelayCall,
-    channel: ChannelConfig,
+    channel: AnthropicConfig,
     limits: ImageFetchConfig | None = None,
 ) -> RelayCall:
     return loop_thread.run(media.inline_remote_images(call, channel, limits))

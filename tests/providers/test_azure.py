@@ -11,7 +11,7 @@ import pytest
 
 from sluice.providers.azure import DEFAULT_API_VERSION, AzureAdapter
 from sluice.providers.base import RelayCall
-from sluice.settings import ChannelConfig
+from sluice.providers.configs import AzureConfig
 from tests.fakes.azure_upstream import AZURE_KEY, FakeAzure
 from tests.support import Gateway, LoopThread
 
@@ -31,16 +31,15 @@ def make_call(endpoint: Any = "chat", stream: bool = False, **body: Any) -> Rela
     )
 
 
-def channel(**overrides: Any) -> ChannelConfig:
+def channel(**overrides: Any) -> AzureConfig:
     values: dict[str, Any] = {
         "name": "az",
-        "type": "azure",
         "base_url": "https://res.openai.azure.com/",
         "api_key": "azure-key-123",
         "model_map": {"gpt-4o": "prod deployment"},
     }
     values.update(overrides)
-    return ChannelConfig(**values)
+    return AzureConfig(**values)
 
 
 def test_addressing_headers_and_versions() -> None:
@@ -60,7 +59,8 @@ def test_addressing_headers_and_versions() -> None:
         "https://res.openai.azure.com/openai/deployments/emb/embeddings"
         "?api-version=2025-01-01-preview"
     )
-    assert adapter.supports("completions") and not adapter.supports("moderations")
+    endpoints = AzureConfig.capabilities.endpoints
+    assert "completions" in endpoints and "moderations" not in endpoints
 
 
 def test_body_keeps_unknown_fields_and_forces_stream_usage() -> None:

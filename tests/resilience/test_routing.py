@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from sluice.providers.base import FailureKind
+from sluice.providers.configs import OpenAICompatibleConfig
 from sluice.providers.registry import adapter_for
 from sluice.routing import Channel, Router
-from sluice.settings import ChannelConfig, ConfigError
+from sluice.settings import ConfigError
 from tests.conftest import GatewayFactory
 from tests.fakes.faulty_upstream import FaultyUpstream
 from tests.resilience.conftest import channel, fast_settings
@@ -56,8 +57,8 @@ class AlwaysHealthy:
 def _channel(name: str, weight: int = 1, priority: int = 0) -> Channel:
     adapter = adapter_for("openai-compatible")
     assert adapter is not None
-    config = ChannelConfig(
-        name=name, type="openai-compatible", base_url="http://127.0.0.1:9", models=["m"],
+    config = OpenAICompatibleConfig(
+        name=name, base_url="http://127.0.0.1:9", models=["m"],
         weight=weight, priority=priority,
     )  # fmt: skip
     return Channel(config=config, adapter=adapter)

@@ -19,8 +19,8 @@ import pytest
 from sluice.errors import InvalidRequest
 from sluice.providers import media
 from sluice.providers.base import RelayCall
+from sluice.providers.configs import AnthropicConfig
 from sluice.providers.media_guard import IPAddress, public_address
-from sluice.settings import ChannelConfig
 from tests.conftest import GatewayFactory
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.security.image_support import (
@@ -220,7 +220,7 @@ def test_redirect_from_a_public_host_to_loopback_is_refused(
 ) -> None:
     target = loopback_url(image_server, name)
     first_hop = redirector.url("/redirect") + "?to=" + target
-    channel = ChannelConfig(name="strict", type="anthropic")
+    channel = AnthropicConfig(name="strict")
     policy = _treating_as_public(redirector.port)
     with pytest.raises(InvalidRequest) as caught:
         loop_thread.run(media.inline_remote_images(_call_with(first_hop), channel, policy=policy))
@@ -235,7 +235,7 @@ def test_redirect_to_an_allowed_host_is_followed(
 ) -> None:
     """Control for the test above: the same redirect, with its target allowed, is fetched."""
     first_hop = redirector.url("/redirect") + "?to=" + image_server.url()
-    channel = ChannelConfig(name="strict", type="anthropic")
+    channel = AnthropicConfig(name="strict")
     policy = _treating_as_public(redirector.port, image_server.port)
     out = loop_thread.run(media.inline_remote_images(_call_with(first_hop), channel, policy=policy))
     assert out.body["messages"][0]["content"][1]["image_url"]["url"].startswith("data:image/png")
@@ -253,7 +253,7 @@ def test_public_addresses_are_allowed(address: str) -> None:
 def test_redirect_chains_are_bounded(loop_thread: LoopThread, redirector: ImageServer) -> None:
     """A host that redirects to itself forever costs at most four requests."""
     loop_url = redirector.url("/loop")
-    channel = ChannelConfig(name="strict", type="anthropic")
+    channel = AnthropicConfig(name="strict")
     policy = _treating_as_public(redirector.port)
     with pytest.raises(InvalidRequest) as caught:
         loop_thread.run(media.inline_remote_images(_call_with(loop_url), channel, policy=policy))
@@ -278,7 +278,7 @@ def test_the_connection_is_refused_even_without_the_url_check(
     """With the URL pre-check disabled, the socket factory (IP literals never reach aiohttp's
     resolver) and the resolver (names) still keep the connection from being made."""
     monkeypatch.setattr(media, "check_url", lambda url, policy: None)
-    channel = ChannelConfig(name="strict", type="anthropic")
+    channel = AnthropicConfig(name="strict")
     call = _call_with(loopback_url(image_server, name))
     with pytest.raises(InvalidRequest) as caught:
         loop_thread.run(media.inline_remote_images(call, channel))

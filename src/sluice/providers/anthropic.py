@@ -16,14 +16,13 @@ from sluice.providers.anthropic_request import ANTHROPIC_VERSION, build_messages
 from sluice.providers.anthropic_response import parse_message
 from sluice.providers.anthropic_stream import AnthropicStreamTranslator
 from sluice.providers.base import (
-    Endpoint,
     ParsedResponse,
     RelayCall,
     UpstreamFailure,
     UpstreamRequest,
 )
+from sluice.providers.configs import AnthropicConfig
 from sluice.providers.failures import classify
-from sluice.settings import ChannelConfig
 
 __all__ = ["AnthropicAdapter", "DEFAULT_BASE_URL", "anthropic_error_details"]
 
@@ -50,11 +49,7 @@ def anthropic_error_details(body: bytes) -> tuple[str | None, str | None]:
 class AnthropicAdapter:
     name = "anthropic"
 
-    def supports(self, endpoint: Endpoint) -> bool:
-        # Anthropic has no embeddings, legacy completions or moderations endpoints.
-        return endpoint == "chat"
-
-    def build_request(self, call: RelayCall, channel: ChannelConfig) -> UpstreamRequest:
+    def build_request(self, call: RelayCall, channel: AnthropicConfig) -> UpstreamRequest:
         headers = {
             "content-type": "application/json",
             "anthropic-version": ANTHROPIC_VERSION,

@@ -13,13 +13,13 @@ from collections.abc import Mapping
 from urllib.parse import quote
 
 from sluice.providers.base import (
-    Endpoint,
     ParsedResponse,
     RelayCall,
     UpstreamFailure,
     UpstreamRequest,
     UsageTokens,
 )
+from sluice.providers.configs import AzureConfig
 from sluice.providers.openai import (
     ENDPOINT_PATHS,
     OpenAIAdapter,
@@ -27,7 +27,6 @@ from sluice.providers.openai import (
     prepare_openai_body,
 )
 from sluice.providers.url_path import model_path_segment
-from sluice.settings import ChannelConfig
 
 __all__ = ["AzureAdapter", "AzureStreamTranslator", "DEFAULT_API_VERSION"]
 
@@ -89,10 +88,7 @@ class AzureAdapter:
     def __init__(self) -> None:
         self._openai = OpenAIAdapter("azure")
 
-    def supports(self, endpoint: Endpoint) -> bool:
-        return endpoint != "moderations"  # Azure OpenAI has no moderations endpoint
-
-    def build_request(self, call: RelayCall, channel: ChannelConfig) -> UpstreamRequest:
+    def build_request(self, call: RelayCall, channel: AzureConfig) -> UpstreamRequest:
         headers = {"content-type": "application/json"}
         secret = channel.api_key.get_secret_value()
         if secret:

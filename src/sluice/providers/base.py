@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from sluice.metering.pricing import UsageTokens
-from sluice.settings import ChannelConfig
+from sluice.providers.configs import ChannelConfig
 
 __all__ = [
     "Adapter",
@@ -131,12 +131,16 @@ class StreamTranslator(Protocol):
         ...
 
 
-class Adapter(Protocol):
+# The channel config an adapter reads (its provider's, or a base of several providers').
+ConfigT = TypeVar("ConfigT", bound=ChannelConfig, contravariant=True)
+
+
+class Adapter(Protocol[ConfigT]):
+    """A provider's translation; which endpoints it serves is in its config's capabilities."""
+
     name: str
 
-    def supports(self, endpoint: Endpoint) -> bool: ...
-
-    def build_request(self, call: RelayCall, channel: ChannelConfig) -> UpstreamRequest: ...
+    def build_request(self, call: RelayCall, channel: ConfigT) -> UpstreamRequest: ...
 
     def parse_response(self, call: RelayCall, body: bytes) -> ParsedResponse:
         """Raise ``UpstreamBadResponse`` when the body is not what the provider promises."""

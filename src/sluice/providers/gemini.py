@@ -15,18 +15,17 @@ import orjson
 
 from sluice.errors import UpstreamBadResponse
 from sluice.providers.base import (
-    Endpoint,
     ParsedResponse,
     RelayCall,
     UpstreamFailure,
     UpstreamRequest,
 )
+from sluice.providers.configs import GeminiConfig
 from sluice.providers.failures import classify
 from sluice.providers.gemini_request import chat_body, embed_body
 from sluice.providers.gemini_response import chat_completion, embedding_list, failure_from_error
 from sluice.providers.gemini_stream import GeminiStreamTranslator
 from sluice.providers.url_path import model_path_segment
-from sluice.settings import ChannelConfig
 
 __all__ = ["GeminiAdapter", "DEFAULT_BASE_URL"]
 
@@ -34,7 +33,7 @@ DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 _API_VERSIONS = ("/v1beta", "/v1", "/v1alpha")
 
 
-def _api_root(channel: ChannelConfig) -> str:
+def _api_root(channel: GeminiConfig) -> str:
     """``base_url`` may be the bare host or already end in an API version."""
     base = channel.base_url or DEFAULT_BASE_URL
     return base if base.endswith(_API_VERSIONS) else base + "/v1beta"
@@ -56,10 +55,7 @@ class GeminiAdapter:
 
     name = "gemini"
 
-    def supports(self, endpoint: Endpoint) -> bool:
-        return endpoint in ("chat", "embeddings")
-
-    def build_request(self, call: RelayCall, channel: ChannelConfig) -> UpstreamRequest:
+    def build_request(self, call: RelayCall, channel: GeminiConfig) -> UpstreamRequest:
         model = _model_id(call.upstream_model)
         # A client-chosen name must stay inside the models/ path segment: refused (400) if not.
         resource = f"{_api_root(channel)}/models/{model_path_segment(model, call.requested_model)}"

@@ -27,6 +27,7 @@ from yarl import URL
 
 from sluice.errors import InvalidRequest
 from sluice.providers.base import RelayCall
+from sluice.providers.configs import ImageInliningConfig
 from sluice.providers.media_guard import (
     AddressPolicy,
     GuardedResolver,
@@ -35,12 +36,10 @@ from sluice.providers.media_guard import (
     guarded_socket_factory,
     public_address,
 )
-from sluice.settings import ChannelConfig, ImageFetchConfig
+from sluice.settings import ImageFetchConfig
 
-__all__ = ["INLINE_IMAGE_CHANNEL_TYPES", "inline_remote_images"]
+__all__ = ["inline_remote_images"]
 
-# Channel types whose providers need image bytes rather than URLs.
-INLINE_IMAGE_CHANNEL_TYPES = frozenset({"anthropic", "gemini"})
 _MAX_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _HEADERS = {"Accept": "image/*", "Accept-Encoding": "identity"}
@@ -211,7 +210,7 @@ async def _fetch_one(
 
 async def inline_remote_images(
     call: RelayCall,
-    channel: ChannelConfig,
+    channel: ImageInliningConfig,
     limits: ImageFetchConfig | None = None,
     *,
     deadline: float | None = None,

@@ -25,9 +25,9 @@ from sluice.providers.base import (
     UsageTokens,
     sse_frame,
 )
+from sluice.providers.configs import OpenAIWireConfig
 from sluice.providers.failures import classify, redact_secrets, response_too_large
 from sluice.providers.sse import SseEventTooLarge, SseSplitter, parse_span
-from sluice.settings import ChannelConfig
 
 __all__ = [
     "OpenAIAdapter",
@@ -132,13 +132,12 @@ def openai_error_details(body: bytes) -> tuple[str | None, str | None, str | Non
 class OpenAIAdapter:
     """Adapter for channel types ``openai``, ``openai-compatible`` and ``local``."""
 
-    def __init__(self, name: str = "openai") -> None:
+    def __init__(self, name: str = "openai", *, reasoning_rules: bool = False) -> None:
         self.name = name
+        # OpenAI's reasoning-model rewrites (keyed on model names): for OpenAI itself only.
+        self._reasoning_rules = reasoning_rules
 
-    def supports(self, endpoint: Endpoint) -> bool:
-        return True
-
-    def build_request(self, call: RelayCall, channel: ChannelConfig) -> UpstreamRequest:
+    def build_request(self, call: RelayCall, channel: OpenAIWireConfig) -> UpstreamRequest:
         headers = {"content-type": "application/json"}
         secret = channel.api_key.get_secret_value()
         if secret:
@@ -147,7 +146,7 @@ class OpenAIAdapter:
         body = prepare_openai_body(
             call,
             force_stream_usage=channel.stream_usage,
-            reasoning_rules=channel.type == "openai",
+            reasoning_rules=self._reasoning_rules,
         )
         return UpstreamRequest(
             url=channel.base_url + ENDPOINT_PATHS[call.endpoint], headers=headers, body=body

@@ -14,12 +14,9 @@ from collections.abc import Iterable
 from urllib.parse import quote
 
 from sluice.errors import InvalidRequest
-from sluice.settings import ChannelConfig
+from sluice.providers.configs import ChannelConfig
 
-__all__ = ["is_path_segment", "model_map_problems", "model_path_segment", "PATH_MODEL_TYPES"]
-
-# Channel types whose adapter puts the upstream model name in the URL path.
-PATH_MODEL_TYPES = frozenset({"azure", "gemini"})
+__all__ = ["is_path_segment", "model_map_problems", "model_path_segment"]
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\?#%]")
 
@@ -48,7 +45,6 @@ def model_map_problems(channels: Iterable[ChannelConfig]) -> list[str]:
         f"channel {c.name}: model_map target '{target}' cannot be used in a {c.type} URL path "
         "(no '/', '\\', '?', '#', '%', not '.' or '..')"
         for c in channels
-        if c.type in PATH_MODEL_TYPES
         for target in c.model_map.values()
-        if not is_path_segment(target.removeprefix("models/") if c.type == "gemini" else target)
+        if (segment := c.path_model(target)) is not None and not is_path_segment(segment)
     ]

@@ -23,8 +23,9 @@ from sluice.errors import InvalidRequest, NoAvailableChannel, SluiceError, Upstr
 from sluice.health import DEAD_CHANNEL_KINDS
 from sluice.health_probe import confirm_soon
 from sluice.providers.base import Endpoint, FailureKind, RelayCall, UpstreamFailure
+from sluice.providers.configs import ImageInliningConfig
 from sluice.providers.failures import response_too_large
-from sluice.providers.media import INLINE_IMAGE_CHANNEL_TYPES, inline_remote_images
+from sluice.providers.media import inline_remote_images
 from sluice.relay.admission import Admission, admit
 from sluice.relay.billing import (
     Outcome,
@@ -164,7 +165,8 @@ async def _dispatch(state: AppState, admission: Admission, endpoint: Endpoint) -
             if last.kind == "client" or not _retryable(state, last):
                 break
     if last is None and not any(
-        c.adapter.supports(endpoint) for c in state.router.candidates(admission.view.model)
+        endpoint in c.config.capabilities.endpoints
+        for c in state.router.candidates(admission.view.model)
     ):
         # e.g. embeddings for a model served only by Anthropic channels: the client's mistake.
         raise InvalidRequest(
@@ -192,22 +194,22 @@ def _retryable(state: AppState, failure: UpstreamFailure) -> bool:
 async def _try_channel(
     state: AppState, admission: Admission, attempt: _Attempt, deadline: float
 ) -> Response:
-    channel, call = attempt.channel, attempt.call
-    if channel.config.type in INLINE_IMAGE_CHANNEL_TYPES:
+    channel, call, config = attempt.channel, attempt.call, attempt.channel.config
+    if isinstance(config, ImageInliningConfig):
         # Adapters are pure; providers that need image bytes get remote URLs fetched here
         # (SSRF-guarded, size- and time-capped), once per request and policy, not per attempt.
         # A refused image is a 400 InvalidRequest.
-        policy = channel.config.allow_private_image_urls
+        policy = config.allow_private_image_urls
         done = attempt.inlined.get(policy)
         if done is None:
             done = attempt.inlined[policy] = await inline_remote_images(
-                call, channel.config, state.settings.image_fetch, deadline=deadline
+                call, config, state.settings.image_fetch, deadline=deadline
             )
         call = attempt.call = replace(call, body=done.body, raw_body=done.raw_body)
     upstream_request = channel.adapter.build_request(call, channel.config)
-    # The upstream sees the same request id as the client and the usage row. Not the local
-    # llama.cpp server: its request-id plugin answers 400 to ids that are not UUIDs.
-    if channel.config.type != "local":
+    # The upstream sees the same request id as the client and the usage row, unless its type
+    # refuses our ids (the local llama.cpp server answers 400 to ids that are not UUIDs).
+    if config.capabilities.request_id_header:
         upstream_request.headers["x-request-id"] = admission.request_id
     budget = deadline - asyncio.get_running_loop().time()
     try:
