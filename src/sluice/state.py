@@ -12,22 +12,21 @@ from typing import Any
 import aiohttp
 from sqlalchemy.exc import SQLAlchemyError
 
+from sluice.admission.backend import AdmissionBackend
+from sluice.admission.local import LocalAdmission
 from sluice.auth import KeyCache
 from sluice.auth_throttle import FailureThrottle
-from sluice.concurrency import ConcurrencyLimiter, MemoryConcurrency
 from sluice.errors import ServiceUnavailable
 from sluice.health import STATE_CODES, CircuitState, MemoryChannelHealth, ProbeGate
 from sluice.key_watch import KeyChangeWatcher
 from sluice.keys import KeyRecord
-from sluice.limits import MemoryRateLimiter, RateLimiter
 from sluice.metering.pricing import PriceBook
-from sluice.metering.quota import BudgetLedger, LocalLedger
+from sluice.metering.quota import BudgetLedger
 from sluice.metering.tokens import TokenCounter
 from sluice.observability.metrics import Metrics
 from sluice.offload import Offload
 from sluice.redis_backend.invalidation import KeyChange
 from sluice.redis_backend.wiring import RedisServices
-from sluice.refusals import RefusalMemory
 from sluice.routing import ChannelHealth, Router, build_router
 from sluice.settings import ChannelConfig, Settings
 from sluice.storage.aio import AsyncEngine
@@ -55,8 +54,7 @@ class AppState:
     key_cache: KeyCache
     usage_sink: UsageSink
     usage: UsageQueries
-    ledger: BudgetLedger
-    limiter: RateLimiter
+    ledger: BudgetLedger  # the admission backend's: spend as the admin API reports it
     prices: PriceBook
     router: Router
     health: ChannelHealth
@@ -69,15 +67,15 @@ class AppState:
     local_endpoints: Mapping[str, str]
     timeouts: Timeouts
     metrics: Metrics
+    # Limits, budget and concurrency: in-process, or shared through Redis (sluice.admission).
+    admission: AdmissionBackend
     background: set[asyncio.Task[None]] = field(default_factory=set)
     started_at: float = field(default_factory=time.time)
     in_flight: int = 0
     channel_timeouts: dict[str, Timeouts] = field(default_factory=dict)
     redis: RedisServices | None = None  # set when redis_url is configured
-    concurrency: ConcurrencyLimiter = field(default_factory=MemoryConcurrency)
     # Confirmation probes of channels that answered 401/402/403 (sluice.health_probe).
     probe_gate: ProbeGate = field(default_factory=ProbeGate)
-    refusals: RefusalMemory = field(default_factory=RefusalMemory)  # checked before the body
     offload: Offload = field(default_factory=Offload)  # large bodies parsed/counted off the loop
     key_watch: KeyChangeWatcher | None = None  # polls the key change log (set by start)
 
@@ -98,6 +96,7 @@ class AppState:
         self.router = build_router(settings, self.local_endpoints)
         self.timeouts = _timeouts(settings)
         self.channel_timeouts = {}
+        self.admission.default_max_concurrent = settings.limits.default_max_concurrent
 
     def timeouts_for(self, channel: ChannelConfig) -> Timeouts:
         """The channel's own timeouts where it sets them, the global defaults otherwise."""
@@ -235,6 +234,8 @@ def build_state(
     health = MemoryChannelHealth(settings.circuit, on_change=circuit_changed)
     if redis is not None:
         redis.circuit.attach(health)
+    admission = LocalAdmission() if redis is None else redis.admission
+    admission.default_max_concurrent = settings.limits.default_max_concurrent
     return AppState(
         settings=settings,
         engine=engine,
@@ -247,8 +248,7 @@ def build_state(
             buffer_rows=usage_cfg.buffer_max_rows,
         ),
         usage=UsageQueries(engine),
-        ledger=LocalLedger() if redis is None else redis.ledger,
-        limiter=MemoryRateLimiter() if redis is None else redis.limiter,
+        ledger=admission.ledger,
         prices=PriceBook(settings.pricing),
         router=build_router(settings, local_endpoints),
         health=health,
@@ -261,5 +261,5 @@ def build_state(
         timeouts=_timeouts(settings),
         metrics=metrics,
         redis=redis,
-        concurrency=MemoryConcurrency() if redis is None else redis.concurrency,
+        admission=admission,
     )

@@ -9,22 +9,22 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import redis.asyncio as redis
 from redis.commands.core import AsyncScript
 
+from sluice.admission.shared import SharedAdmission
 from sluice.errors import InsufficientQuota, RateLimited
 from sluice.keys import KeyRecord
 from sluice.limits import LimitDecision
 from sluice.metering.quota import Reservation
 from sluice.redis_backend.allowance import AllowancePolicy, Allowances, allowance_from_reply
 from sluice.redis_backend.client import RedisBackend
+from sluice.redis_backend.concurrency import RedisConcurrency
 from sluice.redis_backend.ledger import RedisLedger
 from sluice.redis_backend.limiter import RedisRateLimiter
-from sluice.relay.admission import _limit_and_reserve
 from tests.scale.conftest import PrivateRedis, wait_until
 
 
@@ -49,19 +49,16 @@ class Replica:
     script_calls: int = 0
 
     @property
-    def state(self) -> Any:
-        return SimpleNamespace(
-            redis=SimpleNamespace(allowances=self.allowances),
-            limiter=self.limiter,
-            ledger=self.ledger,
-        )
+    def state(self) -> SharedAdmission:
+        concurrency = RedisConcurrency(self.backend, 960.0)
+        return SharedAdmission(self.limiter, self.ledger, concurrency, self.allowances)
 
     async def admit(
         self, key: KeyRecord, tokens: int, cost: int
     ) -> tuple[LimitDecision, Reservation] | None:
         """The gateway's own admission step; None when it answers 429."""
         try:
-            return await _limit_and_reserve(self.state, key, tokens, cost)
+            return await self.state._limit_and_reserve(key, tokens, cost)
         except (RateLimited, InsufficientQuota):
             return None
 
@@ -332,7 +329,7 @@ async def test_a_free_requests_reservation_settles(replicas: Callable[..., Any])
     # which Redis refuses: every free request's settlement failed.
     replica = await replicas()
     key = _key(budget_micro=1_000)
-    decision, reservation = await _limit_and_reserve(replica.state, key, 10, 0)
+    decision, reservation = await replica.state._limit_and_reserve(key, 10, 0)
     await replica.settle(key, reservation, 0)
     assert await replica.ledger.spent(key.id, 0) == 0
 

@@ -19,9 +19,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from sluice.admission.together import both_settled
 from sluice.redis_backend.client import RedisBackend, RedisUnavailable
 from sluice.redis_backend.resp import RespConnectionParams, RespPipe, pack_command
-from sluice.relay.together import both_settled
 from tests.conftest import skip_unless_ci
 from tests.scale.conftest import PrivateRedis
 from tests.support import free_port

@@ -11,6 +11,7 @@ from typing import Literal
 
 import redis.asyncio as redis
 
+from sluice.admission.shared import SharedAdmission
 from sluice.auth import KeyCache
 from sluice.limits import MemoryRateLimiter
 from sluice.redis_backend.allowance import AllowancePolicy, Allowances
@@ -49,6 +50,9 @@ class RedisServices:
             Allowances(self.backend, self.ledger, AllowancePolicy(lease_ttl_s=lease_s))
             if allowances
             else None
+        )
+        self.admission = SharedAdmission(
+            self.limiter, self.ledger, self.concurrency, self.allowances
         )
         self.circuit = CircuitSync(self.backend)  # attach() the replica's health object
         self._key_cache: KeyCache | None = None

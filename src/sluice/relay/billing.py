@@ -8,9 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sluice.metering.pricing import MeteredUnits, UsageTokens
-from sluice.redis_backend.allowance import Allowances
 from sluice.relay.admission import Admission
-from sluice.relay.together import both_settled
 from sluice.state import AppState
 from sluice.storage.usage_sink import UsageRow
 
@@ -86,22 +84,23 @@ def _reserved_usage(admission: Admission) -> UsageTokens:
 
 
 async def settle(state: AppState, admission: Admission, outcome: Outcome) -> UsageRow:
-    if admission.lease is not None:  # first: a failure below must not leak the slot
-        await state.concurrency.release(admission.lease)
+    hold = admission.hold
+    try:
+        return await _settled(state, admission, outcome)
+    finally:
+        if not hold.done:  # failed before the hold was settled: nothing may stay held
+            await state.admission.release(hold)
+
+
+async def _settled(state: AppState, admission: Admission, outcome: Outcome) -> UsageRow:
     usage = _metered_usage(state, admission, outcome)
     rate = state.prices.settlement_rate(
         admission.view.model, outcome.upstream_model, admission.rate
     )
     cost = rate.cost(usage)
-    if outcome.bill_reservation and admission.reservation.amount > cost:
-        usage, cost = _reserved_usage(admission), admission.reservation.amount
-    token_correction = usage.prompt + usage.completion - admission.reserved_tokens
-    allowances = _settling_allowances(state, admission)
-    if allowances is not None:  # admitted from an allowance: settled with its lease's batch
-        correction = 0 if admission.key.tpm is None else token_correction
-        allowances.settle(admission.reservation, cost, correction)
-    else:
-        await _settle_counters(state, admission, cost, token_correction)
+    if outcome.bill_reservation and admission.hold.amount > cost:
+        usage, cost = _reserved_usage(admission), admission.hold.amount
+    await state.admission.settle(admission.hold, cost, usage.prompt + usage.completion)
     row = UsageRow(
         request_id=admission.request_id,
         key_id=admission.key.id,
@@ -136,29 +135,6 @@ def _record_units(row: UsageRow, units: MeteredUnits) -> None:
     row.calls = units.calls
 
 
-def _settling_allowances(state: AppState, admission: Admission) -> Allowances | None:
-    allowances = None if state.redis is None else state.redis.allowances
-    if allowances is not None and allowances.leased(admission.reservation):
-        return allowances
-    return None
-
-
-async def _settle_counters(
-    state: AppState, admission: Admission, cost: int, token_correction: int
-) -> None:
-    settle_budget = state.ledger.settle(admission.reservation, cost)
-    adjust_window = state.limiter.adjust_tokens(
-        admission.key.id, admission.key.tpm, token_correction
-    )
-    if state.redis is None:
-        await settle_budget
-        await adjust_window
-    else:  # started together, both scripts share one pipelined round trip
-        for outcome_of in await both_settled(settle_budget, adjust_window):
-            if isinstance(outcome_of, BaseException):
-                raise outcome_of
-
-
 def _observe(state: AppState, row: UsageRow) -> None:
     # Settlement happens exactly once per relayed request: the one place to count it.
     metrics = state.metrics
@@ -185,16 +161,12 @@ def settle_in_background(state: AppState, admission: Admission, outcome: Outcome
 async def settle_soon(state: AppState, admission: Admission, outcome: Outcome) -> None:
     """Settle without making the client wait for a shared store.
 
-    With Redis the ledger and limiter are network round trips: they run as a background task.
-    In-process, or for a request admitted from an allowance (settled in its lease's next
-    batch), they complete without suspending, and a task would cost more than the work.
+    A hold whose settlement waits for I/O (shared counters: Redis round trips) is settled by a
+    background task. Otherwise (in-process, or a request admitted from a worker's allowance,
+    settled in its lease's next batch) it completes without suspending, and a task would cost
+    more than the work. Which is which is the admission backend's business (``Hold.waits``).
     """
-    lease = admission.lease
-    waits = state.redis is not None and (
-        # a lease counted in this process (the default cap) is given back without a round trip
-        (lease is not None and not lease.local) or _settling_allowances(state, admission) is None
-    )
-    if not waits:
+    if not admission.hold.waits:
         await settle_logged(state, admission, outcome)
     else:
         settle_in_background(state, admission, outcome)

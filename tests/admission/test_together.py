@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sluice.relay.together import both_settled
+from sluice.admission.together import both_settled
 
 
 async def _after(delay_s: float, value: str, done: list[str]) -> str:

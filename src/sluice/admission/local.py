@@ -1,0 +1,72 @@
+"""Admission in this process: exact for one worker, the embedded default (no Redis).
+
+Nothing here waits for I/O, so admission and settlement complete without suspending; a hold is
+settled inline (``Hold.waits`` is False) and concurrent requests on the event loop cannot both
+pass a check that only one of them fits.
+"""
+
+from __future__ import annotations
+
+from sluice.admission.backend import Hold
+from sluice.admission.base import Admitting
+from sluice.concurrency import ConcurrencyLimiter, MemoryConcurrency
+from sluice.keys import KeyRecord
+from sluice.limits import MemoryRateLimiter, RateLimiter
+from sluice.metering.quota import LocalLedger, insufficient_quota
+from sluice.refusals import RefusalMemory
+
+__all__ = ["LocalAdmission"]
+
+
+class LocalAdmission(Admitting):
+    def __init__(
+        self,
+        limiter: RateLimiter | None = None,
+        ledger: LocalLedger | None = None,
+        concurrency: ConcurrencyLimiter | None = None,
+        refusals: RefusalMemory | None = None,
+        default_max_concurrent: int = 0,
+    ) -> None:
+        super().__init__(
+            limiter or MemoryRateLimiter(),
+            concurrency or MemoryConcurrency(),
+            refusals,
+            default_max_concurrent,
+        )
+        self.ledger = ledger or LocalLedger()
+
+    def refuse_early(self, key: KeyRecord) -> None:
+        budget = key.budget_micro
+        if budget is not None:
+            committed = self.ledger.committed(key.id, key.spent_micro)
+            if committed >= budget:
+                raise insufficient_quota(budget, committed)
+        self._refuse_remembered(key)
+
+    async def admit(self, key: KeyRecord, request_id: str, tokens: int, estimate: int) -> Hold:
+        """Rate-limit check, then budget reservation, then the slot; each undone if a later
+        one refuses. In order: in memory, running them together would only add tasks."""
+        decision = await self.limiter.admit(key.id, key.rpm, key.tpm, tokens)
+        if not decision.allowed:
+            raise self._refused(key, decision)
+        try:
+            reservation = await self.ledger.reserve(
+                key.id, key.budget_micro, key.spent_micro, estimate
+            )
+        except BaseException:
+            await self.limiter.adjust_tokens(key.id, key.tpm, -tokens)
+            raise
+        hold = Hold(key, reservation, tokens, None, decision.headers, waits=False)
+        await self._hold_slot(hold, request_id)
+        return hold
+
+    async def settle(self, hold: Hold, cost: int, tokens: int) -> None:
+        if not hold.claim():
+            return
+        try:
+            if hold.lease is not None:  # first: a failure below must not leak the slot
+                await self.concurrency.release(hold.lease)
+        finally:
+            key = hold.key
+            await self.ledger.settle(hold.reservation, cost)
+            await self.limiter.adjust_tokens(key.id, key.tpm, tokens - hold.tokens)
