@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sluice.providers.base import FailureKind
+from sluice.core import FailureKind
 from sluice.settings import CircuitConfig
 
 __all__ = [

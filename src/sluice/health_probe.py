@@ -11,11 +11,12 @@ from typing import Any
 
 import orjson
 
+from sluice.channel_call import ChannelFailed, open_channel
+from sluice.core import FailureKind, RelayCall, UpstreamFailure
 from sluice.health import DEAD_CHANNEL_KINDS
-from sluice.providers.base import FailureKind, RelayCall, UpstreamFailure
 from sluice.routing import Channel
 from sluice.state import AppState
-from sluice.upstream import read_body, read_prefix
+from sluice.upstream import read_body
 
 __all__ = [
     "confirm_soon",
@@ -26,8 +27,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("sluice.health")
-
-_MAX_ERROR_BODY = 64 * 1024
 
 
 def probe_model(channel: Channel) -> str | None:
@@ -65,26 +64,18 @@ async def _probe(
     outcome: dict[str, Any] = {"channel": channel.name, "model": model}
     kind: FailureKind | None = None
     try:
-        response = await state.upstream.open(
-            channel.adapter.build_request(call, channel.config), state.timeouts_for(channel.config)
-        )
+        response = await open_channel(state, channel, call)
         try:
-            if response.status >= 400:
-                payload = await read_prefix(response, _MAX_ERROR_BODY)
-            else:
-                payload = await read_body(response, state.settings.limits.max_upstream_body_bytes)
+            payload = await read_body(response, state.settings.limits.max_upstream_body_bytes)
         finally:
             response.close()  # a probe is rare: no need to keep the connection
-        if response.status >= 400:
-            secret = channel.config.api_key.get_secret_value()
-            failure = channel.adapter.parse_error(
-                response.status, response.headers, payload, secret
-            )
-            kind = failure.kind
-            outcome.update(ok=False, status=failure.status, error=failure.message)
-        else:
-            channel.adapter.parse_response(call, payload)
-            outcome.update(ok=True, status=response.status)
+        channel.adapter.parse_response(call, payload)
+        outcome.update(ok=True, status=response.status)
+    except ChannelFailed as exc:
+        failure = exc.failure
+        status = failure.status if exc.answered else None  # None: no answer (e.g. a timeout)
+        kind = failure.kind if exc.answered else None
+        outcome.update(ok=False, status=status, error=failure.message)
     except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
         message = getattr(getattr(exc, "failure", None), "message", None) or type(exc).__name__
         outcome.update(ok=False, status=None, error=message)

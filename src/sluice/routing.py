@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 import msgspec
 
-from sluice.providers.base import Adapter, Endpoint, FailureKind
+from sluice.core import Endpoint, FailureKind
+from sluice.providers.base import Adapter
 from sluice.providers.registry import adapter_for
 from sluice.settings import ChannelConfig, Settings
 

@@ -35,7 +35,7 @@ from sluice.storage.key_changes import KeyChangeRow
 from sluice.storage.key_store import KeyStore
 from sluice.storage.usage_queries import UsageQueries
 from sluice.storage.usage_sink import UsageSink
-from sluice.upstream import Timeouts, UpstreamClient, create_session
+from sluice.upstream import Timeouts, Upstream, UpstreamClient, create_session
 
 __all__ = ["AppState", "build_state"]
 
@@ -59,7 +59,7 @@ class AppState:
     router: Router
     health: ChannelHealth
     session: aiohttp.ClientSession
-    upstream: UpstreamClient
+    upstream: Upstream  # UpstreamClient; tests may put sluice.upstream_mock.MockUpstream
     tokens: TokenCounter
     admin_key_hash: str  # sha256 hex of the admin key
     # Wrong admin or metrics tokens per client address (unknown API keys: key_cache's own).

@@ -5,24 +5,33 @@ is bounded by ``first_byte_s``); connection errors and timeouts are turned into
 ``UpstreamFailure`` so the relay can retry or report them uniformly. ``read_body`` and
 ``read_prefix`` read a body with a size cap: an upstream must not make a worker hold more than
 the operator allowed (``limits.max_upstream_body_bytes``).
+
+``Upstream`` / ``UpstreamResponse`` are the interface the relay and the health probe use: the
+subset of aiohttp's ``ClientResponse`` they touch, so the real response is returned as is (no
+wrapper per request) and ``sluice.upstream_mock.MockUpstream`` can stand in for it in tests.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 from yarl import URL
 
 from sluice.compat.aiohttp import request_body
 from sluice.compat.aiohttp import use_idle_timeout as _use_idle_timeout
-from sluice.providers.base import UpstreamFailure, UpstreamRequest
+from sluice.core import UpstreamFailure, UpstreamRequest
 
 __all__ = [
     "BodyTooLarge",
     "Timeouts",
+    "Upstream",
+    "UpstreamBody",
     "UpstreamClient",
+    "UpstreamResponse",
     "UpstreamUnavailable",
     "create_session",
     "read_body",
@@ -36,6 +45,51 @@ class Timeouts:
     first_byte_s: float
     idle_s: float
     total_s: float = 900.0
+
+
+class UpstreamBody(Protocol):
+    """An upstream response body being received (aiohttp's ``StreamReader`` satisfies it)."""
+
+    async def read(self, n: int = -1) -> bytes: ...
+
+    async def readany(self) -> bytes: ...
+
+    def iter_any(self) -> AsyncIterator[bytes]: ...
+
+    def is_eof(self) -> bool: ...
+
+
+class UpstreamResponse(Protocol):
+    """An upstream answer whose status line and headers have arrived."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...  # case-insensitive keys
+
+    @property
+    def content_length(self) -> int | None: ...
+
+    @property
+    def content(self) -> UpstreamBody: ...
+
+    def close(self) -> None:
+        """Drop the connection (the rest of the body is not wanted)."""
+        ...
+
+    def release(self) -> None:
+        """Give the connection back for reuse (the body was read to its end)."""
+        ...
+
+
+class Upstream(Protocol):
+    async def open(
+        self, request: UpstreamRequest, timeouts: Timeouts, budget_s: float | None = None
+    ) -> UpstreamResponse:
+        """Send ``request``; return once the headers arrived. Raises ``UpstreamUnavailable``
+        when no answer came (connection failure, timeout)."""
+        ...
 
 
 class UpstreamUnavailable(Exception):
@@ -54,7 +108,7 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
-async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_body(response: UpstreamResponse, limit: int) -> bytes:
     """The whole body, or ``BodyTooLarge`` as soon as more than ``limit`` bytes arrived.
 
     Counted after decompression (a small gzip body can inflate a thousandfold), so
@@ -76,7 +130,7 @@ async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(parts)
 
 
-async def read_prefix(response: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_prefix(response: UpstreamResponse, limit: int) -> bytes:
     """At most the first ``limit`` bytes of the body (error bodies: only their start matters)."""
     content = response.content
     parts: list[bytes] = []
@@ -113,6 +167,8 @@ _MAX_CACHED = 4096  # distinct upstream URLs / timeout sets; a config has a few 
 
 
 class UpstreamClient:
+    """The aiohttp ``Upstream``."""
+
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
         # Parsed URLs and timeout objects are reused: parsing and building them cost about a

@@ -6,15 +6,17 @@ Translated requests are checked with the same validator the fake upstream uses (
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import orjson
 import pytest
 
+from sluice.core import RelayCall, UsageTokens
 from sluice.errors import InvalidRequest, UpstreamBadResponse
 from sluice.providers.anthropic import AnthropicAdapter
-from sluice.providers.base import RelayCall, UsageTokens
-from sluice.providers.configs import AnthropicConfig
+from sluice.providers.configs import AnthropicConfig, OpenAIConfig
+from sluice.providers.openai import OpenAIAdapter
 from sluice.settings import Secret
 from tests.fakes.anthropic_upstream import check_messages_request
 
@@ -233,6 +235,23 @@ def test_reasoning_effort_and_thinking_passthrough() -> None:
     assert body["thinking"]["budget_tokens"] == 1999  # must stay below max_tokens
     body = translate(thinking={"type": "enabled", "budget_tokens": 2048}, max_tokens=4000)
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+
+
+def test_native_thinking_travels_as_an_anthropic_extension() -> None:
+    """``thinking`` from a client of ``/v1/messages`` is not in the OpenAI body: it reaches an
+    Anthropic channel through ``RelayCall.extensions``; an OpenAI channel never sees it."""
+    thinking = {"type": "enabled", "budget_tokens": 2048}
+    call = replace(make_call(max_tokens=4000), extensions={"anthropic": {"thinking": thinking}})
+    payload = orjson.loads(ADAPTER.build_request(call, CHANNEL).body)
+    check_messages_request(payload)
+    assert payload["thinking"] == thinking
+    other = replace(make_call(max_tokens=4000), extensions={"gemini": {"thinking": thinking}})
+    assert "thinking" not in orjson.loads(ADAPTER.build_request(other, CHANNEL).body)
+    openai = OpenAIAdapter(reasoning_rules=True)
+    openai_channel = OpenAIConfig(
+        name="oai", base_url="https://api.example.test/v1", api_key=Secret("sk-x" * 6)
+    )
+    assert openai.build_request(call, openai_channel).body == call.raw_body
 
 
 def test_json_mode_is_a_forced_tool_unless_tools_exist() -> None:

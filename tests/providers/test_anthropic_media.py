@@ -16,9 +16,9 @@ import orjson
 import pytest
 from aiohttp import web
 
+from sluice.core import RelayCall
 from sluice.errors import InvalidRequest
 from sluice.providers import media
-from sluice.providers.base import RelayCall
 from sluice.providers.configs import AnthropicConfig
 from sluice.settings import ImageFetchConfig
 from tests.conformance.conftest import PNG_BYTES

@@ -9,8 +9,8 @@ import openai
 import orjson
 import pytest
 
+from sluice.core import RelayCall
 from sluice.providers.azure import DEFAULT_API_VERSION, AzureAdapter
-from sluice.providers.base import RelayCall
 from sluice.providers.configs import AzureConfig
 from tests.fakes.azure_upstream import AZURE_KEY, FakeAzure
 from tests.support import Gateway, LoopThread

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from sluice.providers.base import RelayCall
+from sluice.core import RelayCall
 from sluice.providers.configs import CHANNEL_CONFIGS, type_name
 from sluice.providers.registry import PROVIDERS, adapter_for, supported_types
 from sluice.settings import parse_settings

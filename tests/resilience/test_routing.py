@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sluice.providers.base import FailureKind
+from sluice.core import FailureKind
 from sluice.providers.configs import OpenAICompatibleConfig
 from sluice.providers.registry import adapter_for
 from sluice.routing import Channel, Router

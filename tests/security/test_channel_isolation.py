@@ -16,8 +16,8 @@ import httpx
 import pytest
 from aiohttp import web
 
+from sluice.core import FailureKind
 from sluice.health import MemoryChannelHealth, ProbeGate
-from sluice.providers.base import FailureKind
 from sluice.settings import CircuitConfig
 from tests.conftest import GatewayFactory
 from tests.security.conftest import Make

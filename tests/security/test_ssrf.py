@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from sluice.core import RelayCall
 from sluice.errors import InvalidRequest
 from sluice.providers import media
-from sluice.providers.base import RelayCall
 from sluice.providers.configs import AnthropicConfig
 from sluice.providers.media_guard import IPAddress, public_address
 from tests.conftest import GatewayFactory

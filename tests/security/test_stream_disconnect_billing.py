@@ -20,10 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
+from sluice.core import RelayCall, StreamTranslator
 from sluice.metering.quota import Reservation
 from sluice.providers.anthropic_stream import AnthropicStreamTranslator
 from sluice.providers.azure import AzureStreamTranslator
-from sluice.providers.base import RelayCall, StreamTranslator
 from sluice.providers.gemini_stream import GeminiStreamTranslator
 from sluice.providers.openai import OpenAIStreamTranslator
 from sluice.relay.drain import read_for_usage

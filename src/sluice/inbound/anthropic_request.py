@@ -4,7 +4,7 @@ The result goes through the normal relay (admission, routing, any channel type),
 what every adapter understands: string system prompt, text/image_url parts, assistant
 ``tool_calls`` and ``tool`` messages. Anthropic-only fields with no OpenAI meaning (``top_k``,
 ``thinking``, ``cache_control``, ``service_tier`` ...) are dropped with a debug log; ``thinking``
-still reaches Anthropic channels, beside the body (``RelayCall.native_thinking``).
+still reaches Anthropic channels, beside the body (``RelayCall.extensions["anthropic"]``).
 """
 
 from __future__ import annotations

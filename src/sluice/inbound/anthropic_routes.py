@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -27,7 +27,8 @@ from sluice.inbound.anthropic_response import (
     to_anthropic_message,
 )
 from sluice.protocol.validate import validate_body
-from sluice.relay.admission import Admission, authenticate, count_request, refuse_early
+from sluice.relay.admission import authenticate, count_request, refuse_early
+from sluice.relay.dialect import DialectContext
 from sluice.relay.engine import relay
 from sluice.relay.http import json_response, read_json_body, request_id_of
 from sluice.relay.model_access import check_model
@@ -67,7 +68,8 @@ class AnthropicDialect:
     def __init__(self, state: AppState) -> None:
         self._state = state
         self._thinking = False  # one dialect per request: what the client asked for
-        self.native_thinking: dict[str, Any] | None = None
+        self._stops: tuple[str, ...] = ()
+        self.extensions: Mapping[str, Mapping[str, Any]] | None = None
 
     async def read_body(self, request: Request) -> tuple[dict[str, Any], bytes]:
         state = self._state
@@ -78,29 +80,30 @@ class AnthropicDialect:
         body, translated = await state.offload.run(len(raw), lambda: _translated(params))
         thinking = params.get("thinking")  # params is an object: to_openai_chat checked it
         self._thinking = isinstance(thinking, dict) and thinking.get("type") != "disabled"
-        # Kept out of the OpenAI body; an Anthropic channel receives it exactly as sent.
-        self.native_thinking = thinking if isinstance(thinking, dict) else None
+        if isinstance(thinking, dict):
+            # Kept out of the OpenAI body; an Anthropic channel receives it exactly as sent.
+            self.extensions = {"anthropic": {"thinking": thinking}}
+        stop = body.get("stop")
+        self._stops = tuple(s for s in stop if isinstance(s, str)) if isinstance(stop, list) else ()
         return body, translated
 
-    def _context(self, admission: Admission) -> MessageContext:
-        stop = admission.body.get("stop")
-        stops = tuple(s for s in stop if isinstance(s, str)) if isinstance(stop, list) else ()
+    def _context(self, context: DialectContext) -> MessageContext:
         return MessageContext(
             message_id=f"msg_{uuid.uuid4().hex}",
-            model=admission.view.model,
-            stop_sequences=stops,
-            input_tokens_estimate=admission.prompt_tokens,
+            model=context.model,
+            stop_sequences=self._stops,
+            input_tokens_estimate=context.prompt_tokens,
             count_text=self._state.tokens.count_text,
             thinking=self._thinking,
         )
 
-    def present_whole(self, admission: Admission, body: bytes) -> bytes:
-        return orjson.dumps(to_anthropic_message(orjson.loads(body), self._context(admission)))
+    def present_whole(self, context: DialectContext, body: bytes) -> bytes:
+        return orjson.dumps(to_anthropic_message(orjson.loads(body), self._context(context)))
 
     async def present_stream(
-        self, admission: Admission, frames: AsyncIterator[bytes]
+        self, context: DialectContext, frames: AsyncIterator[bytes]
     ) -> AsyncIterator[bytes]:
-        writer = AnthropicStreamWriter(self._context(admission))
+        writer = AnthropicStreamWriter(self._context(context))
         try:
             # Drain the relay's frames to their end even after message_stop: the session only
             # records the stream as complete (status 200) when its iterator finishes.

@@ -22,6 +22,7 @@ from importlib import resources
 import msgspec
 import yaml
 
+from sluice.core import MeteredUnits, UsageTokens  # re-exported: neutral core types
 from sluice.errors import InvalidRequest
 from sluice.settings import ChannelConfig, ModelPrice, PricingConfig
 
@@ -49,29 +50,6 @@ def _micro_per_million(usd: float | None, per: int = 1) -> int:
     decimal the price was written as (not its nearest binary float)."""
     exact = Decimal(repr(usd or 0.0)) * (_MICRO * _MICRO) / per
     return int(exact.to_integral_value(rounding=ROUND_HALF_UP))
-
-
-@dataclass(frozen=True, slots=True)
-class MeteredUnits:
-    """What a request used besides tokens (images, audio, TTS, rerank, tasks); whole units."""
-
-    images: int = 0
-    image_variant: str = ""  # "SIZE/QUALITY" of the images ("1024x1024/hd"): picks the price
-    audio_seconds: int = 0  # the endpoint rounds a started second up
-    characters: int = 0  # text-to-speech input
-    search_units: int = 0  # rerank: one query with up to 100 documents
-    calls: int = 0  # requests or tasks billed at a fixed price each
-
-
-@dataclass(frozen=True, slots=True)
-class UsageTokens:
-    prompt: int = 0
-    completion: int = 0
-    cached: int = 0  # part of prompt read from the provider's prompt cache
-    cache_write: int = 0  # part of prompt written to the provider's prompt cache
-    # Units other than tokens; None (chat, completions, embeddings) means none: one field
-    # instead of six keeps building a chat usage as cheap as before.
-    units: MeteredUnits | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from sluice.core import Endpoint
 from sluice.errors import InvalidRequest
-from sluice.providers.base import Endpoint
 
 __all__ = ["RequestView", "validate_body", "MAX_OUTPUT_TOKENS"]
 

@@ -12,15 +12,10 @@ from collections.abc import Mapping
 
 import orjson
 
+from sluice.core import ParsedResponse, RelayCall, UpstreamFailure, UpstreamRequest
 from sluice.providers.anthropic_request import ANTHROPIC_VERSION, build_messages_body
 from sluice.providers.anthropic_response import parse_message
 from sluice.providers.anthropic_stream import AnthropicStreamTranslator
-from sluice.providers.base import (
-    ParsedResponse,
-    RelayCall,
-    UpstreamFailure,
-    UpstreamRequest,
-)
 from sluice.providers.configs import AnthropicConfig
 from sluice.providers.failures import classify
 

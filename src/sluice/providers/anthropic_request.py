@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
+from sluice.core import RelayCall
 from sluice.errors import InvalidRequest
-from sluice.providers.base import RelayCall
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -276,9 +276,7 @@ def _apply_json_mode(body: dict[str, Any], out: dict[str, Any], system: list[Any
     out["tool_choice"] = {"type": "tool", "name": JSON_TOOL_NAME}
 
 
-def _apply_thinking(
-    body: dict[str, Any], out: dict[str, Any], native: dict[str, Any] | None = None
-) -> None:
+def _apply_thinking(body: dict[str, Any], out: dict[str, Any], native: Any = None) -> None:
     thinking = body.get("thinking")
     if not isinstance(thinking, dict):
         thinking = native  # from a client speaking the Anthropic API (inbound /v1/messages)
@@ -337,7 +335,9 @@ def build_messages_body(call: RelayCall) -> dict[str, Any]:
         if choice is not None:
             out["tool_choice"] = choice
     _apply_json_mode(body, out, system)
-    _apply_thinking(body, out, call.native_thinking)
+    # Anthropic-native fields a client of ``/v1/messages`` sent (see ``RelayCall.extensions``).
+    native = call.extensions.get("anthropic") if call.extensions else None
+    _apply_thinking(body, out, native.get("thinking") if native else None)
     if system:
         out["system"] = system[0]["text"] if len(system) == 1 else system
     out["messages"] = turns

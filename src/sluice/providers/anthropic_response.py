@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 
+from sluice.core import ParsedResponse, RelayCall, UsageTokens
 from sluice.errors import UpstreamBadResponse
 from sluice.providers.anthropic_request import JSON_TOOL_NAME, json_mode_forced
-from sluice.providers.base import ParsedResponse, RelayCall, UsageTokens
 
 __all__ = ["finish_reason", "openai_usage", "parse_message", "usage_tokens"]
 

@@ -20,9 +20,10 @@ from typing import Any
 
 import orjson
 
+from sluice.core import RelayCall, UpstreamFailure, UsageTokens
 from sluice.providers.anthropic_request import JSON_TOOL_NAME, json_mode_forced
 from sluice.providers.anthropic_response import finish_reason, openai_usage, usage_tokens
-from sluice.providers.base import DONE_FRAME, RelayCall, UpstreamFailure, UsageTokens, sse_frame
+from sluice.providers.base import DONE_FRAME, sse_frame
 from sluice.providers.failures import redact_secrets, response_too_large
 from sluice.providers.sse import SseEventTooLarge, SseSplitter
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import quote
 
-from sluice.providers.base import (
+from sluice.core import (
     ParsedResponse,
     RelayCall,
     UpstreamFailure,

@@ -34,7 +34,7 @@ from sluice.config_base import (
 )
 
 if TYPE_CHECKING:
-    from sluice.providers.base import Endpoint
+    from sluice.core import Endpoint
 
 __all__ = [
     "CHANNEL_CONFIGS",

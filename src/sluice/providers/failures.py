@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Mapping
 
-from sluice.providers.base import FailureKind, UpstreamFailure
+from sluice.core import FailureKind, UpstreamFailure
 
 __all__ = ["classify", "parse_retry_after", "redact_secrets", "response_too_large"]
 

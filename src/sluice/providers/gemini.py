@@ -13,13 +13,8 @@ from collections.abc import Mapping
 
 import orjson
 
+from sluice.core import ParsedResponse, RelayCall, UpstreamFailure, UpstreamRequest
 from sluice.errors import UpstreamBadResponse
-from sluice.providers.base import (
-    ParsedResponse,
-    RelayCall,
-    UpstreamFailure,
-    UpstreamRequest,
-)
 from sluice.providers.configs import GeminiConfig
 from sluice.providers.failures import classify
 from sluice.providers.gemini_request import chat_body, embed_body

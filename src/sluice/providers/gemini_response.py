@@ -17,9 +17,8 @@ from typing import Any
 
 import orjson
 
+from sluice.core import UpstreamFailure, UsageTokens
 from sluice.errors import UpstreamBadResponse
-from sluice.metering.pricing import UsageTokens
-from sluice.providers.base import UpstreamFailure
 from sluice.providers.failures import classify
 
 __all__ = [

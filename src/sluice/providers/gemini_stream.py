@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from sluice.metering.pricing import UsageTokens
-from sluice.providers.base import DONE_FRAME, UpstreamFailure, sse_frame
+from sluice.core import UpstreamFailure, UsageTokens
+from sluice.providers.base import DONE_FRAME, sse_frame
 from sluice.providers.failures import response_too_large
 from sluice.providers.gemini_response import (
     blocked_reason,

@@ -25,8 +25,8 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from sluice.core import RelayCall
 from sluice.errors import InvalidRequest
-from sluice.providers.base import RelayCall
 from sluice.providers.configs import ImageInliningConfig
 from sluice.providers.media_guard import (
     AddressPolicy,

@@ -14,17 +14,16 @@ from typing import Any
 
 import orjson
 
-from sluice.errors import UpstreamBadResponse
-from sluice.providers.base import (
-    DONE_FRAME,
+from sluice.core import (
     Endpoint,
     ParsedResponse,
     RelayCall,
     UpstreamFailure,
     UpstreamRequest,
     UsageTokens,
-    sse_frame,
 )
+from sluice.errors import UpstreamBadResponse
+from sluice.providers.base import DONE_FRAME, sse_frame
 from sluice.providers.configs import OpenAIWireConfig
 from sluice.providers.failures import classify, redact_secrets, response_too_large
 from sluice.providers.sse import SseEventTooLarge, SseSplitter, parse_span

@@ -8,23 +8,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 
 from sluice.admission.backend import Hold
 from sluice.auth import check_key, extract_key
+from sluice.core import Endpoint, UsageTokens
 from sluice.keys import KeyRecord
-from sluice.metering.pricing import ModelRate, UsageTokens
+from sluice.metering.pricing import ModelRate
 from sluice.protocol.validate import RequestView, validate_body
-from sluice.providers.base import Endpoint
+from sluice.relay.dialect import Dialect
 from sluice.relay.http import client_ip, read_json_body, request_id_of
 from sluice.relay.model_access import check_model
 from sluice.state import AppState
-
-if TYPE_CHECKING:
-    from sluice.relay.dialect import Dialect
 
 __all__ = ["Admission", "admit", "authenticate", "count_request", "refuse_early"]
 

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sluice.metering.pricing import MeteredUnits, UsageTokens
+from sluice.core import MeteredUnits, UsageTokens
 from sluice.relay.admission import Admission
 from sluice.state import AppState
 from sluice.storage.usage_sink import UsageRow

@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
-from sluice.providers.base import DONE_FRAME, StreamTranslator
+from sluice.core import StreamTranslator
+from sluice.providers.base import DONE_FRAME
 
 __all__ = ["read_for_usage"]
 

@@ -19,10 +19,24 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sluice.errors import InvalidRequest, NoAvailableChannel, SluiceError, UpstreamBadResponse
+from sluice.channel_call import ChannelFailed, open_channel
+from sluice.core import (
+    Endpoint,
+    FailureKind,
+    ParsedResponse,
+    RelayCall,
+    UpstreamFailure,
+    UsageTokens,
+)
+from sluice.errors import (
+    InternalError,
+    InvalidRequest,
+    NoAvailableChannel,
+    SluiceError,
+    UpstreamBadResponse,
+)
 from sluice.health import DEAD_CHANNEL_KINDS
 from sluice.health_probe import confirm_soon
-from sluice.providers.base import Endpoint, FailureKind, RelayCall, UpstreamFailure
 from sluice.providers.configs import ImageInliningConfig
 from sluice.providers.failures import response_too_large
 from sluice.providers.media import inline_remote_images
@@ -34,24 +48,16 @@ from sluice.relay.billing import (
     settle_soon,
     text_of_response,
 )
-from sluice.relay.dialect import Dialect
+from sluice.relay.dialect import Dialect, DialectContext
 from sluice.relay.http import json_response
 from sluice.relay.stream import RelayStreamingResponse, StreamSession
 from sluice.routing import Channel
 from sluice.state import AppState
-from sluice.upstream import BodyTooLarge, UpstreamUnavailable, read_body, read_prefix
+from sluice.upstream import BodyTooLarge, UpstreamResponse, read_body
 
 __all__ = ["relay"]
 
 log = logging.getLogger("sluice.relay")
-
-_MAX_ERROR_BODY = 64 * 1024
-
-
-class _AttemptFailed(Exception):
-    def __init__(self, failure: UpstreamFailure) -> None:
-        super().__init__(failure.message)
-        self.failure = failure
 
 
 @dataclass(slots=True)
@@ -62,6 +68,33 @@ class _Attempt:
     # keyed by the SSRF policy they were fetched under (a channel that forbids private targets
     # must never get bytes a permissive channel was allowed to fetch).
     inlined: dict[bool, RelayCall]
+
+
+class _Crashed(Exception):
+    """A bug after a channel answered (presenting or translating the answer): carries what
+    that answer cost, so the request is recorded as a 500 with it, not as a free 499."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__("internal error after the upstream answered")
+        self.outcome = outcome
+
+
+_INTERNAL = Outcome(status=500, error_code="internal_error")  # a bug before any answer
+
+
+def _crashed(attempt: _Attempt, usage: UsageTokens | None, stream: bool = False) -> _Crashed:
+    return _Crashed(
+        Outcome(
+            status=500,
+            channel=attempt.channel.name,
+            upstream_model=attempt.call.upstream_model,
+            usage=usage,
+            # No usage reported: the prompt was still processed, so it is counted locally.
+            delivered_text="" if usage is None else None,
+            error_code="internal_error",
+            stream=stream,
+        )
+    )
 
 
 def _failure_error(failure: UpstreamFailure) -> SluiceError:
@@ -75,6 +108,10 @@ def _failure_error(failure: UpstreamFailure) -> SluiceError:
     if failure.retry_after_s is not None:
         error.headers["retry-after"] = str(max(int(failure.retry_after_s + 0.999), 1))
     return error
+
+
+def _dialect_context(admission: Admission) -> DialectContext:
+    return DialectContext(model=admission.view.model, prompt_tokens=admission.prompt_tokens)
 
 
 def _response_headers(admission: Admission) -> dict[str, str]:
@@ -98,9 +135,16 @@ async def relay(
         await settle(state, admission, Outcome(status=exc.http_status, error_code=exc.code))
         handed_off = True
         raise
+    except Exception as exc:
+        # A bug (ours or an adapter's), not a client that left: its traceback goes to the
+        # server log only; the row is a 500 with what the upstream reported, if it answered.
+        log.exception("request %s: internal error", admission.request_id)
+        handed_off = True  # first: a failing settlement must not add a second row
+        await settle(state, admission, exc.outcome if isinstance(exc, _Crashed) else _INTERNAL)
+        raise InternalError("The gateway hit an internal error; it has been logged.") from None
     finally:
         if not handed_off:
-            # Cancelled or crashed mid-flight: release the hold, keep a row of the attempt.
+            # Cancelled mid-flight (the client left): release the hold, keep a row of it.
             settle_in_background(
                 state, admission, Outcome(status=499, error_code="client_closed_request")
             )
@@ -119,7 +163,7 @@ def _new_call(
         upstream_model=channel.config.upstream_model(view.model),
         stream=view.stream,
         client_wants_usage=view.include_usage,
-        native_thinking=None if admission.dialect is None else admission.dialect.native_thinking,
+        extensions=None if admission.dialect is None else admission.dialect.extensions,
         max_event_bytes=max_event_bytes,
     )
 
@@ -142,7 +186,7 @@ async def _dispatch(state: AppState, admission: Admission, endpoint: Endpoint) -
         attempt = _Attempt(channel, call, inlined)
         try:
             return await _try_channel(state, admission, attempt, deadline)
-        except _AttemptFailed as failed:
+        except ChannelFailed as failed:
             last = failed.failure
             state.health.record_failure(channel.name, admission.view.model, last.kind)
             state.metrics.upstream_error(channel.name, last.kind)
@@ -206,24 +250,11 @@ async def _try_channel(
                 call, config, state.settings.image_fetch, deadline=deadline
             )
         call = attempt.call = replace(call, body=done.body, raw_body=done.raw_body)
-    upstream_request = channel.adapter.build_request(call, channel.config)
     # The upstream sees the same request id as the client and the usage row, unless its type
     # refuses our ids (the local llama.cpp server answers 400 to ids that are not UUIDs).
-    if config.capabilities.request_id_header:
-        upstream_request.headers["x-request-id"] = admission.request_id
+    request_id = admission.request_id if config.capabilities.request_id_header else None
     budget = deadline - asyncio.get_running_loop().time()
-    try:
-        response = await state.upstream.open(
-            upstream_request, state.timeouts_for(channel.config), budget
-        )
-    except UpstreamUnavailable as exc:
-        raise _AttemptFailed(exc.failure) from None
-    if response.status >= 400:
-        body = await _read_error_body(response)
-        secret = channel.config.api_key.get_secret_value()
-        raise _AttemptFailed(
-            channel.adapter.parse_error(response.status, response.headers, body, secret)
-        )
+    response = await open_channel(state, channel, call, budget_s=budget, request_id=request_id)
     if call.stream:
         return await _start_stream(state, admission, attempt, response)
     return await _finish_whole(state, admission, attempt, response)
@@ -239,27 +270,18 @@ def _with_local_usage(body: bytes, prompt_tokens: int) -> bytes:
     return orjson.dumps(parsed)
 
 
-async def _read_error_body(response: aiohttp.ClientResponse) -> bytes:
-    try:
-        return await read_prefix(response, _MAX_ERROR_BODY)
-    except (aiohttp.ClientError, TimeoutError, OSError):
-        return b""
-    finally:
-        response.close()
-
-
 async def _finish_whole(
-    state: AppState, admission: Admission, attempt: _Attempt, response: aiohttp.ClientResponse
+    state: AppState, admission: Admission, attempt: _Attempt, response: UpstreamResponse
 ) -> Response:
     limit = state.settings.limits.max_upstream_body_bytes
     try:
         body = await read_body(response, limit)
     except BodyTooLarge:
         response.close()  # the rest is not wanted: stop the upstream sending it
-        raise _AttemptFailed(response_too_large("response body", limit)) from None
+        raise ChannelFailed(response_too_large("response body", limit)) from None
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         kind: FailureKind = "timeout" if isinstance(exc, TimeoutError) else "bad_response"
-        raise _AttemptFailed(
+        raise ChannelFailed(
             UpstreamFailure(
                 status=504 if kind == "timeout" else 502,
                 kind=kind,
@@ -272,19 +294,15 @@ async def _finish_whole(
     try:
         parsed = attempt.channel.adapter.parse_response(attempt.call, body)
     except UpstreamBadResponse as exc:
-        raise _AttemptFailed(
+        raise ChannelFailed(
             UpstreamFailure(status=502, kind="bad_response", message=exc.message, code=exc.code)
         ) from None
     state.health.record_success(attempt.channel.name, admission.view.model)
-    body_out = parsed.body
-    if parsed.usage is None and attempt.call.endpoint == "embeddings":
-        body_out = _with_local_usage(body_out, admission.prompt_tokens)
-    if admission.dialect is not None:
+    try:
         # Before settling: should presenting fail, the caller still settles exactly once.
-        body_out = admission.dialect.present_whole(admission, body_out)
-    delivered = None
-    if parsed.usage is None:
-        delivered = text_of_response(orjson.loads(parsed.body))
+        presented, delivered = _present_whole(admission, attempt, parsed)
+    except Exception as exc:
+        raise _crashed(attempt, parsed.usage) from exc
     # The client does not wait for the ledger and limiter round trips (Redis, when shared).
     await settle_soon(
         state,
@@ -297,11 +315,26 @@ async def _finish_whole(
             delivered_text=delivered,
         ),
     )
-    return json_response(body_out, headers=_response_headers(admission))
+    return presented
+
+
+def _present_whole(
+    admission: Admission, attempt: _Attempt, parsed: ParsedResponse
+) -> tuple[Response, str | None]:
+    """The client's response and, when the upstream reported no usage, the text to count."""
+    body_out = parsed.body
+    if parsed.usage is None and attempt.call.endpoint == "embeddings":
+        body_out = _with_local_usage(body_out, admission.prompt_tokens)
+    if admission.dialect is not None:
+        body_out = admission.dialect.present_whole(_dialect_context(admission), body_out)
+    delivered = None
+    if parsed.usage is None:
+        delivered = text_of_response(orjson.loads(parsed.body))
+    return json_response(body_out, headers=_response_headers(admission)), delivered
 
 
 async def _start_stream(
-    state: AppState, admission: Admission, attempt: _Attempt, response: aiohttp.ClientResponse
+    state: AppState, admission: Admission, attempt: _Attempt, response: UpstreamResponse
 ) -> Response:
     """Read until the first client frame exists; failures up to here may still be retried."""
     secret = attempt.channel.config.api_key.get_secret_value()  # masked in error events
@@ -317,7 +350,7 @@ async def _start_stream(
             first = translator.close()
     except (aiohttp.ClientError, TimeoutError, OSError):
         response.close()
-        raise _AttemptFailed(
+        raise ChannelFailed(
             UpstreamFailure(
                 status=504,
                 kind="timeout",
@@ -325,9 +358,12 @@ async def _start_stream(
                 code="upstream_timeout",
             )
         ) from None
+    except Exception as exc:
+        response.close()
+        raise _crashed(attempt, translator.usage, stream=True) from exc
     if translator.failure is not None and len(first) <= 1:
         response.close()
-        raise _AttemptFailed(translator.failure)
+        raise ChannelFailed(translator.failure)
     state.health.record_success(attempt.channel.name, admission.view.model)
     session = StreamSession(
         state,
@@ -345,5 +381,5 @@ async def _start_stream(
     headers["x-accel-buffering"] = "no"
     if admission.dialect is None:
         return RelayStreamingResponse(session, headers)
-    frames = admission.dialect.present_stream(admission, session.frames())
+    frames = admission.dialect.present_stream(_dialect_context(admission), session.frames())
     return RelayStreamingResponse(session, headers, frames)

@@ -10,6 +10,7 @@ been read on for its usage, in a tracked background task (``relay/drain.py``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -19,15 +20,19 @@ import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from sluice.metering.pricing import UsageTokens
-from sluice.providers.base import DONE_FRAME, FailureKind, StreamTranslator, sse_frame
+from sluice.core import FailureKind, StreamTranslator, UsageTokens
+from sluice.errors import error_body
+from sluice.providers.base import DONE_FRAME, sse_frame
 from sluice.relay.admission import Admission
-from sluice.relay.billing import Outcome, counted_usage, settle_in_background, settle_logged
+from sluice.relay.billing import Outcome, counted_usage, settle_logged
 from sluice.relay.drain import read_for_usage
 from sluice.relay.stream_usage import with_usage_chunk
 from sluice.state import AppState
+from sluice.upstream import UpstreamResponse
 
 __all__ = ["StreamSession", "RelayStreamingResponse"]
+
+log = logging.getLogger("sluice.relay")
 
 
 class StreamSession:
@@ -38,7 +43,7 @@ class StreamSession:
         *,
         channel: str,
         upstream_model: str,
-        response: aiohttp.ClientResponse,
+        response: UpstreamResponse,
         translator: StreamTranslator,
         first: list[bytes],
         chunks: AsyncIterator[bytes],
@@ -106,8 +111,22 @@ class StreamSession:
             self._error_code = "upstream_timeout" if timed_out else "upstream_stream_error"
             self._count_failure("timeout" if timed_out else "bad_response")
             yield sse_frame(orjson.dumps(_stream_error(timed_out, self._error_code)))
+        except Exception:
+            # A bug translating the stream, not the client leaving: a 500 billed what the
+            # upstream reported (or the text delivered); the client gets an error event.
+            log.exception(
+                "request %s: internal error during the stream", self._admission.request_id
+            )
+            self.crashed()
+            yield _INTERNAL_ERROR_FRAME
         finally:
             self.finish()
+
+    def crashed(self) -> None:
+        """Presenting the stream failed on a bug: recorded as a 500, not as a 499. Also valid
+        just after ``finish``: the settlement it spawned reads the status when it runs."""
+        if not self._done_delivered:
+            self._status, self._error_code = 500, "internal_error"
 
     def _ending(self, batch: list[bytes]) -> list[bytes]:
         """The frames that end the stream (``[DONE]`` among them), with the usage chunk the
@@ -183,7 +202,12 @@ class StreamSession:
         self._hand_back_connection()
         usage = translator.usage or self._counted
         delivered = None if usage is not None else translator.delivered_text()
-        settle_in_background(self._state, self._admission, self._outcome(usage, delivered))
+        self._state.spawn(self._settle(usage, delivered))
+
+    async def _settle(self, usage: UsageTokens | None, delivered: str | None) -> None:
+        # The row is built when the task runs, after whatever closed the stream has had its
+        # say (``crashed`` runs right after ``finish`` when a dialect's bug closed it).
+        await settle_logged(self._state, self._admission, self._outcome(usage, delivered))
 
     async def _drain_and_settle(self, delivered: str) -> None:
         """Read the upstream on (never writing to the gone client), then settle once.
@@ -230,7 +254,7 @@ _DRAIN_LIMIT_S = 1.0
 _DRAIN_MAX_BYTES = 64 * 1024
 
 
-async def _release_at_eof(response: aiohttp.ClientResponse) -> None:
+async def _release_at_eof(response: UpstreamResponse) -> None:
     """After ``[DONE]`` only the end of the body should follow; if it does not come soon, or
     anything but blank lines does, the connection is not worth keeping."""
     kept = False
@@ -246,6 +270,12 @@ async def _release_at_eof(response: aiohttp.ClientResponse) -> None:
     finally:
         if not kept:
             response.close()
+
+
+_INTERNAL_ERROR_FRAME = sse_frame(
+    error_body("The gateway hit an internal error; it has been logged.", "server_error",
+               "internal_error")
+)  # fmt: skip
 
 
 def _stream_error(timed_out: bool, code: str) -> dict[str, Any]:
@@ -320,6 +350,11 @@ class RelayStreamingResponse(StreamingResponse):
                 raise
         except OSError:
             pass  # the client socket went away mid-write; settlement below still happens
+        except Exception:
+            # A dialect's bug while re-shaping the frames (the session's own are handled in
+            # ``frames``): not a disconnect. The server logs it, the connection is dropped.
+            self._session.crashed()
+            raise
         finally:
             watch.stop()
             self._session.finish()

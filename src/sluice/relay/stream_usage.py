@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from sluice.metering.pricing import UsageTokens
+from sluice.core import UsageTokens
 from sluice.providers.base import DONE_FRAME, sse_frame
 
 __all__ = ["with_usage_chunk"]
