@@ -64,8 +64,11 @@ def slow_request(phase: str, port: int, key: str) -> tuple[bytes, bytes]:
 
 
 async def hold_slow_socket(port: int, first: bytes, rest: bytes) -> SlowSocket:
+    # Timed from before the connect: the server's clock starts when it accepts, which a busy
+    # client loop may only notice later (a socket would then seem closed before its deadline).
+    started = time.monotonic()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    sock = SlowSocket(connected_at=time.monotonic())
+    sock = SlowSocket(connected_at=started)
     writer.write(first)
 
     async def trickle() -> None:
