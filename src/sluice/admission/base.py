@@ -71,7 +71,19 @@ class Admitting:
             raise
 
     async def settle(self, hold: Hold, cost: int, tokens: int) -> None:
-        raise NotImplementedError  # each backend settles its own counters
+        """Exactly once (``Hold.claim``): the slot goes back first, so a failure below cannot
+        leak it; the counters are settled in a ``finally``, so a cancellation while the slot
+        went back still settles them."""
+        if not hold.claim():
+            return
+        try:
+            if hold.lease is not None:
+                await self.concurrency.release(hold.lease)
+        finally:
+            await self._settle_counters(hold, cost, tokens - hold.tokens)
+
+    async def _settle_counters(self, hold: Hold, cost: int, correction: int) -> None:
+        raise NotImplementedError  # each backend settles its own budget and tpm counters
 
     async def release(self, hold: Hold) -> None:
         """Nothing was spent: a settlement at no cost and no tokens gives the whole hold back

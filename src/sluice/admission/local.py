@@ -60,13 +60,7 @@ class LocalAdmission(Admitting):
         await self._hold_slot(hold, request_id)
         return hold
 
-    async def settle(self, hold: Hold, cost: int, tokens: int) -> None:
-        if not hold.claim():
-            return
-        try:
-            if hold.lease is not None:  # first: a failure below must not leak the slot
-                await self.concurrency.release(hold.lease)
-        finally:
-            key = hold.key
-            await self.ledger.settle(hold.reservation, cost)
-            await self.limiter.adjust_tokens(key.id, key.tpm, tokens - hold.tokens)
+    async def _settle_counters(self, hold: Hold, cost: int, correction: int) -> None:
+        key = hold.key
+        await self.ledger.settle(hold.reservation, cost)
+        await self.limiter.adjust_tokens(key.id, key.tpm, correction)

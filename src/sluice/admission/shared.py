@@ -101,24 +101,12 @@ class SharedAdmission(Admitting):
             raise reserved
         return limited, reserved
 
-    async def settle(self, hold: Hold, cost: int, tokens: int) -> None:
-        if not hold.claim():
-            return
-        try:
-            if hold.lease is not None:  # first: a failure below must not leak the slot
-                await self.concurrency.release(hold.lease)
-        finally:
-            # Also when cancelled while the slot went back: the counters are still settled.
-            key, allowances = hold.key, self.allowances
-            correction = tokens - hold.tokens
-            if allowances is not None and allowances.leased(hold.reservation):
-                # Admitted from an allowance: settled with its lease's batch, no I/O here.
-                allowances.settle(hold.reservation, cost, 0 if key.tpm is None else correction)
-            else:
-                await self._settle_counters(hold, cost, correction)
-
     async def _settle_counters(self, hold: Hold, cost: int, correction: int) -> None:
-        key = hold.key
+        key, allowances = hold.key, self.allowances
+        if allowances is not None and allowances.leased(hold.reservation):
+            # Admitted from an allowance: settled with its lease's batch, no I/O here.
+            allowances.settle(hold.reservation, cost, 0 if key.tpm is None else correction)
+            return
         for outcome in await both_settled(  # both scripts share one pipelined round trip
             self.ledger.settle(hold.reservation, cost),
             self.limiter.adjust_tokens(key.id, key.tpm, correction),
