@@ -77,8 +77,7 @@ async def _probe(
         kind = failure.kind if exc.answered else None
         outcome.update(ok=False, status=status, error=failure.message)
     except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
-        message = getattr(getattr(exc, "failure", None), "message", None) or type(exc).__name__
-        outcome.update(ok=False, status=None, error=message)
+        outcome.update(ok=False, status=None, error=type(exc).__name__)
     outcome["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
     return outcome, kind
 

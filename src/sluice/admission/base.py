@@ -7,6 +7,7 @@ from sluice.admission.backend import Hold, WindowRefusal, concurrency_refusal, r
 from sluice.concurrency import ConcurrencyLimiter, Lease
 from sluice.keys import KeyRecord
 from sluice.limits import LimitDecision, RateLimiter
+from sluice.metering.quota import insufficient_quota
 from sluice.refusals import RefusalMemory, rpm_refusal
 
 __all__ = ["Admitting"]
@@ -26,7 +27,14 @@ class Admitting:
         # limits.default_max_concurrent, kept current by AppState.apply_settings.
         self.default_max_concurrent = default_max_concurrent
 
-    def _refuse_remembered(self, key: KeyRecord) -> None:
+    def refuse_early(self, key: KeyRecord) -> None:
+        """Refusals known without the body: a spent budget (by what this backend knows is
+        committed) or an rpm refusal whose retry-after has not passed. O(1), no I/O."""
+        budget = key.budget_micro
+        if budget is not None:
+            committed = self._committed(key)
+            if committed >= budget:
+                raise insufficient_quota(budget, committed)
         if key.rpm is not None:
             wait = self.refusals.wait_s(key.id, key.rpm)
             if wait > 0:
@@ -81,6 +89,9 @@ class Admitting:
                 await self.concurrency.release(hold.lease)
         finally:
             await self._settle_counters(hold, cost, tokens - hold.tokens)
+
+    def _committed(self, key: KeyRecord) -> int:
+        raise NotImplementedError  # what each backend knows the key has committed
 
     async def _settle_counters(self, hold: Hold, cost: int, correction: int) -> None:
         raise NotImplementedError  # each backend settles its own budget and tpm counters

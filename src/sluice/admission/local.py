@@ -12,7 +12,7 @@ from sluice.admission.base import Admitting
 from sluice.concurrency import ConcurrencyLimiter, MemoryConcurrency
 from sluice.keys import KeyRecord
 from sluice.limits import MemoryRateLimiter, RateLimiter
-from sluice.metering.quota import LocalLedger, insufficient_quota
+from sluice.metering.quota import LocalLedger
 from sluice.refusals import RefusalMemory
 
 __all__ = ["LocalAdmission"]
@@ -35,13 +35,8 @@ class LocalAdmission(Admitting):
         )
         self.ledger = ledger or LocalLedger()
 
-    def refuse_early(self, key: KeyRecord) -> None:
-        budget = key.budget_micro
-        if budget is not None:
-            committed = self.ledger.committed(key.id, key.spent_micro)
-            if committed >= budget:
-                raise insufficient_quota(budget, committed)
-        self._refuse_remembered(key)
+    def _committed(self, key: KeyRecord) -> int:
+        return self.ledger.committed(key.id, key.spent_micro)  # exact: this process's counters
 
     async def admit(self, key: KeyRecord, request_id: str, tokens: int, estimate: int) -> Hold:
         """Rate-limit check, then budget reservation, then the slot; each undone if a later

@@ -16,7 +16,7 @@ from sluice.concurrency import ConcurrencyLimiter
 from sluice.errors import InsufficientQuota, RateLimited
 from sluice.keys import KeyRecord
 from sluice.limits import LimitDecision, RateLimiter
-from sluice.metering.quota import BudgetLedger, Reservation, insufficient_quota
+from sluice.metering.quota import BudgetLedger, Reservation
 from sluice.redis_backend.allowance import Allowances
 from sluice.refusals import RefusalMemory
 
@@ -38,13 +38,8 @@ class SharedAdmission(Admitting):
         # None: every request is admitted with its own round trip (exact at every replica).
         self.allowances = allowances
 
-    def refuse_early(self, key: KeyRecord) -> None:
-        budget = key.budget_micro
-        if budget is not None:
-            committed = key.spent_micro  # the key cache's, which only lags behind the true spend
-            if committed >= budget:
-                raise insufficient_quota(budget, committed)
-        self._refuse_remembered(key)
+    def _committed(self, key: KeyRecord) -> int:
+        return key.spent_micro  # the key cache's, which only lags behind the true spend
 
     async def admit(self, key: KeyRecord, request_id: str, tokens: int, estimate: int) -> Hold:
         try:
