@@ -3,6 +3,7 @@ key change log within ``limits.key_change_poll_s``, without Redis and whatever t
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -59,6 +60,37 @@ async def test_watcher_reports_each_change_once_and_a_gap_as_everything(tmp_path
             await conn.execute(delete(key_changes).where(key_changes.c.version == 4))
         assert await watcher.poll() == 1 and seen[-1] is None
         await watcher.close()
+    finally:
+        await engine.dispose()
+
+
+async def test_close_waits_for_a_poll_in_flight_instead_of_cancelling_it(tmp_path: Path) -> None:
+    # A poll cancelled inside the pool could leave its connection checked out while the engine
+    # is disposed; the driver's connection was then dropped unclosed (a ResourceWarning that
+    # failed an unrelated test when the garbage collector got to it).
+    engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    entered, release = asyncio.Event(), asyncio.Event()
+    finished: list[KeyChangeRow | None] = []
+
+    async def slow_on_change(change: KeyChangeRow | None) -> None:
+        entered.set()
+        await release.wait()
+        finished.append(change)
+
+    try:
+        await upgrade_database(engine)
+        store = KeyStore(engine)
+        key = (await store.create("k")).record
+        watcher = KeyChangeWatcher(engine, slow_on_change, interval_s=0.01)
+        await watcher.start()
+        await store.update(key.id, KeyChanges(rpm=1))
+        await asyncio.wait_for(entered.wait(), 5)  # a poll is in flight
+        closing = asyncio.create_task(watcher.close())
+        await asyncio.sleep(0.05)
+        assert not closing.done(), "close() returned while a poll was still running"
+        release.set()
+        await asyncio.wait_for(closing, 5)
+        assert [c.key_hash for c in finished if c] == [key.key_hash]
     finally:
         await engine.dispose()
 

@@ -39,6 +39,7 @@ class KeyChangeWatcher:
         self._seen: int | None = None  # newest version applied; None: not read yet
         self._failing = False
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     async def start(self) -> None:
         """Read where the log stands before serving (a change after this is never missed);
@@ -51,10 +52,12 @@ class KeyChangeWatcher:
         self._task = asyncio.create_task(self._run(), name="key-change-watch")
 
     async def close(self) -> None:
+        """Stop between polls. Never cancelled mid-read: a read cancelled inside the pool can
+        leave its connection checked out while the engine is disposed, and the driver's
+        connection is then dropped unclosed. A poll in flight ends within its own timeout."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stop.set()
+            await self._task
             self._task = None
 
     async def poll(self) -> int:
@@ -76,8 +79,12 @@ class KeyChangeWatcher:
         return len(rows)
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval_s):
+                    await self._stop.wait()
+            if self._stop.is_set():
+                return
             try:
                 await self.poll()
             except _DB_ERRORS as exc:
