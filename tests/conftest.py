@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 
+from sluice.endpoints import EndpointSpec
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.support import Gateway, LoopThread, make_settings, start_gateway
@@ -61,10 +62,11 @@ def gateway_factory(loop_thread: LoopThread, tmp_path: Path) -> Iterator[Gateway
     def factory(
         channels: list[dict[str, Any]],
         local_endpoints: dict[str, str] | None = None,
+        endpoint_specs: Sequence[EndpointSpec] | None = None,
         **extra: Any,
     ) -> Gateway:
         settings = make_settings(tmp_path, channels, **extra)
-        gateway = start_gateway(loop_thread, settings, local_endpoints)
+        gateway = start_gateway(loop_thread, settings, local_endpoints, endpoint_specs)
         started.append(gateway)
         return gateway
 

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ import orjson
 import uvicorn
 
 from sluice.app import create_app
+from sluice.endpoints import EndpointSpec
 from sluice.server_protocol import uvicorn_options
 from sluice.settings import Settings, parse_settings
 from sluice.state import AppState
@@ -149,9 +150,12 @@ def make_settings(tmp_path: Path, channels: list[dict[str, Any]], **extra: Any) 
 
 
 def start_gateway(
-    loop: LoopThread, settings: Settings, local_endpoints: dict[str, str] | None = None
+    loop: LoopThread,
+    settings: Settings,
+    local_endpoints: dict[str, str] | None = None,
+    endpoint_specs: Sequence[EndpointSpec] | None = None,
 ) -> Gateway:
-    app = create_app(settings, local_endpoints=local_endpoints)
+    app = create_app(settings, local_endpoints=local_endpoints, endpoint_specs=endpoint_specs)
     port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False,

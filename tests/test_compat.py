@@ -8,6 +8,7 @@ import inspect
 import logging
 import time
 import tomllib
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import aiohttp
@@ -223,3 +224,21 @@ def test_uvicorn_httptools_protocol_still_has_what_the_deadline_protocol_uses() 
     cycle = inspect.getsource(RequestResponseCycle)
     missing += [f"cycle.{n}" for n in ("response_started", "response_complete") if n not in cycle]
     assert not missing, f"gone: {missing}: update src/sluice/server_protocol.py for this uvicorn"
+
+
+# --- starlette ---------------------------------------------------------------------------------
+
+
+def test_starlette_multipart_parser_still_tracks_the_files_to_close() -> None:
+    """``sluice/relay/multipart.py`` closes a half-read form's spooled files through the list
+    Starlette's parser keeps for its own error path."""
+    from starlette.datastructures import Headers
+    from starlette.formparsers import MultiPartParser
+
+    async def nothing() -> AsyncGenerator[bytes, None]:
+        yield b""
+
+    parser = MultiPartParser(
+        Headers({"content-type": "multipart/form-data; boundary=x"}), nothing()
+    )
+    assert isinstance(parser._files_to_close_on_error, list)

@@ -14,7 +14,7 @@ import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 
 import orjson
@@ -28,6 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sluice.admin.api import admin_routes
+from sluice.endpoints import EndpointRegistry, EndpointSpec, default_specs
 from sluice.errors import (
     InternalError,
     MethodNotAllowed,
@@ -146,6 +147,7 @@ def create_app(
     settings: Settings,
     *,
     local_endpoints: Mapping[str, str] | None = None,
+    endpoint_specs: Iterable[EndpointSpec] | None = None,
     admin_key_hash: str | None = None,
     migrate: bool = True,
     server_process: bool = False,
@@ -157,11 +159,13 @@ def create_app(
             raise ConfigError("an admin key is required (admin_key in the config)")
         admin_key_hash = hashlib.sha256(settings.admin_key.get_secret_value().encode()).hexdigest()
     endpoints = dict(local_endpoints or {})
+    # Every endpoint family Sluice ships, unless the embedder names its own set.
+    registry = EndpointRegistry.of(default_specs() if endpoint_specs is None else endpoint_specs)
     key_hash = admin_key_hash
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        state = build_state(settings, endpoints, key_hash)
+        state = build_state(settings, endpoints, key_hash, registry)
         if migrate:
             from sluice.storage.migrate import upgrade_database
 
@@ -188,7 +192,7 @@ def create_app(
             flush_access_log()
 
     hot_routes = [
-        *relay_routes(),
+        *relay_routes(registry),
         *anthropic_routes(),  # Anthropic Messages API in front (sluice.inbound)
     ]
     routes = [

@@ -9,7 +9,7 @@ on it; nothing here knows a provider, a price or a key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -20,12 +20,16 @@ __all__ = [
     "ParsedResponse",
     "RelayCall",
     "StreamTranslator",
+    "StreamedBody",
+    "UploadedForm",
     "UpstreamFailure",
     "UpstreamRequest",
     "UsageTokens",
 ]
 
-Endpoint = Literal["chat", "completions", "embeddings", "moderations"]
+# The name of an endpoint spec (``sluice.endpoints``): "chat", "embeddings", "images", ... It is
+# an open set: an endpoint family is added by registering its spec, not by editing a Literal.
+Endpoint = str
 # client: the request itself is wrong (pass through as 4xx, never retry)
 # auth / billing: the channel's own credentials or account are unusable (hide details)
 # rate_limit / overloaded / server / bad_response / timeout: the upstream's fault (retryable)
@@ -57,12 +61,35 @@ class UsageTokens:
     units: MeteredUnits | None = None
 
 
+class StreamedBody(Protocol):
+    """A request body sent to the upstream while it is read (a multipart upload from its
+    spool), never assembled in memory; ``length`` is exact, so no chunked encoding is needed."""
+
+    @property
+    def content_type(self) -> str: ...
+
+    @property
+    def length(self) -> int: ...
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+
+class UploadedForm(Protocol):
+    """A client's multipart form, its file parts spooled (``sluice.relay.multipart``)."""
+
+    def encoded(self, replace: Mapping[str, str]) -> StreamedBody:
+        """The form re-encoded for an upstream, the text fields in ``replace`` substituted
+        (the mapped model name); readable once per call, so each attempt gets its own."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamRequest:
     url: str
     headers: dict[str, str]
     body: bytes
     method: str = "POST"
+    stream: StreamedBody | None = None  # sent instead of ``body`` when set
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +97,7 @@ class RelayCall:
     """One validated client call, as the adapter sees it."""
 
     endpoint: Endpoint
+    path: str  # the endpoint's OpenAI path below the API root ("/chat/completions")
     body: dict[str, Any]  # the client's JSON, OpenAI format, unknown fields included
     raw_body: bytes  # the same, as received (forwarded untouched when nothing changes)
     requested_model: str
@@ -84,6 +112,9 @@ class RelayCall:
     extensions: Mapping[str, Mapping[str, Any]] | None = None
     # Largest upstream SSE event accepted (``limits.max_upstream_event_bytes``); 0 = no cap.
     max_event_bytes: int = 0
+    # A multipart request's form (``body`` then holds its text fields): forwarded re-encoded
+    # from its spool instead of ``raw_body``.
+    upload: UploadedForm | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,8 +51,10 @@ async def _probe(
     """The probe's report and, when it failed, the failure's kind (None for a success or an
     error that is not an upstream answer, such as a timeout)."""
     body = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+    chat = state.endpoints["chat"]
     call = RelayCall(
-        endpoint="chat",
+        endpoint=chat.name,
+        path=chat.upstream_path,
         body=body,
         raw_body=orjson.dumps(body),
         requested_model=model,

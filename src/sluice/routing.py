@@ -15,8 +15,9 @@ from typing import Any, Protocol
 
 import msgspec
 
-from sluice.core import Endpoint, FailureKind
+from sluice.core import FailureKind
 from sluice.providers.base import Adapter
+from sluice.providers.configs import ServedEndpoint
 from sluice.providers.registry import adapter_for
 from sluice.settings import ChannelConfig, Settings
 
@@ -88,7 +89,9 @@ class Router:
                 out.setdefault(name, channel.config.type)
         return out
 
-    def plan(self, model: str, endpoint: Endpoint, health: ChannelHealth) -> Iterator[Channel]:
+    def plan(
+        self, model: str, endpoint: ServedEndpoint, health: ChannelHealth
+    ) -> Iterator[Channel]:
         """Channels to try in order: higher priority first, weighted random inside a tier.
 
         Channels whose circuit is open are skipped; channels that asked for a pause
@@ -98,7 +101,7 @@ class Router:
         usable = [
             c
             for c in self.candidates(model)
-            if endpoint in c.config.capabilities.endpoints and health.available(c.name, model)
+            if c.config.serves_endpoint(endpoint) and health.available(c.name, model)
         ]
         resting = [c for c in usable if health.cooling_down(c.name)]
         if resting:

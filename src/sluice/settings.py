@@ -99,7 +99,9 @@ class PricingConfig(_Strict, frozen=True):
 
 
 class LimitsConfig(_Strict, frozen=True):
-    max_body_bytes: PositiveInt = 8 * 1024 * 1024
+    max_body_bytes: PositiveInt = 8 * 1024 * 1024  # a JSON body
+    # A multipart upload (image edits, audio files): spooled to disk as it arrives, streamed on.
+    max_multipart_bytes: PositiveInt = 50 * 1000 * 1000
     # Reservation when the client sends no max_tokens: the most we expect a reply to cost.
     default_max_tokens: PositiveInt = 4096
     key_cache_ttl_s: NonNegativeFloat = 5.0
@@ -119,6 +121,9 @@ class LimitsConfig(_Strict, frozen=True):
     # upstream_response_too_large. The body cap leaves room for the largest embeddings batches.
     max_upstream_body_bytes: PositiveInt = 64 * 1024 * 1024
     max_upstream_event_bytes: PositiveInt = 8 * 1024 * 1024
+    # A binary answer (speech audio) is relayed as it arrives, never held; past this many
+    # bytes the upstream is cut off (the client's response ends early).
+    max_upstream_binary_bytes: PositiveInt = 512 * 1024 * 1024
 
 
 class AuthConfig(_Strict, frozen=True):

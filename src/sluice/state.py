@@ -16,6 +16,7 @@ from sluice.admission.backend import AdmissionBackend
 from sluice.admission.local import LocalAdmission
 from sluice.auth import KeyCache
 from sluice.auth_throttle import FailureThrottle
+from sluice.endpoints.spec import EndpointRegistry
 from sluice.errors import ServiceUnavailable
 from sluice.health import STATE_CODES, CircuitState, MemoryChannelHealth, ProbeGate
 from sluice.key_watch import KeyChangeWatcher
@@ -65,6 +66,7 @@ class AppState:
     # Wrong admin or metrics tokens per client address (unknown API keys: key_cache's own).
     admin_throttle: FailureThrottle
     local_endpoints: Mapping[str, str]
+    endpoints: EndpointRegistry  # the endpoint specs this app serves
     timeouts: Timeouts
     metrics: Metrics
     # Limits, budget and concurrency: in-process, or shared through Redis (sluice.admission).
@@ -209,7 +211,10 @@ def _key_cache(settings: Settings, keys: KeyStore) -> KeyCache:
 
 
 def build_state(
-    settings: Settings, local_endpoints: Mapping[str, str], admin_key_hash: str
+    settings: Settings,
+    local_endpoints: Mapping[str, str],
+    admin_key_hash: str,
+    endpoints: EndpointRegistry,
 ) -> AppState:
     engine = create_engine(settings.database_url)
     keys = KeyStore(engine)
@@ -258,6 +263,7 @@ def build_state(
         admin_key_hash=admin_key_hash,
         admin_throttle=_throttle(settings),
         local_endpoints=local_endpoints,
+        endpoints=endpoints,
         timeouts=_timeouts(settings),
         metrics=metrics,
         redis=redis,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 from yarl import URL
@@ -163,6 +163,20 @@ def create_session() -> aiohttp.ClientSession:
     )
 
 
+def _data(request: UpstreamRequest) -> Any:
+    if request.stream is None:
+        return request_body(request.body)
+    return request.stream.chunks()  # read from the spool as aiohttp sends it
+
+
+def _headers(request: UpstreamRequest) -> dict[str, str]:
+    if request.stream is None:
+        return request.headers
+    # An exact length: aiohttp sends an iterable without chunked encoding then, which some
+    # upstreams (and proxies in front of them) refuse for uploads.
+    return {**request.headers, "content-length": str(request.stream.length)}
+
+
 _MAX_CACHED = 4096  # distinct upstream URLs / timeout sets; a config has a few dozen
 
 
@@ -206,8 +220,8 @@ class UpstreamClient:
                 response = await self._session.request(
                     request.method,
                     self._url(request.url),
-                    data=request_body(request.body),
-                    headers=request.headers,
+                    data=_data(request),
+                    headers=_headers(request),
                     timeout=timeout,
                     allow_redirects=False,
                 )

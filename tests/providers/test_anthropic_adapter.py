@@ -33,6 +33,7 @@ def make_call(stream: bool = False, wants_usage: bool = False, **body: Any) -> R
     body.setdefault("messages", [{"role": "user", "content": "hi"}])
     return RelayCall(
         endpoint="chat",
+        path="/chat/completions",
         body=body,
         raw_body=orjson.dumps(body),
         requested_model=body["model"],

@@ -35,7 +35,7 @@ def call_with(*urls: str) -> RelayCall:
     parts: list[dict[str, Any]] = [{"type": "text", "text": "look"}]
     parts += [{"type": "image_url", "image_url": {"url": u, "detail": "low"}} for u in urls]
     body = {"model": "m", "messages": [{"role": "user", "content": parts}]}
-    return RelayCall("chat", body, orjson.dumps(body), "m", "m", False, False)
+    return RelayCall("chat", "/chat/completions", body, orjson.dumps(body), "m", "m", False, False)
 
 
 class Images:

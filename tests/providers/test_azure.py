@@ -10,18 +10,21 @@ import orjson
 import pytest
 
 from sluice.core import RelayCall
+from sluice.endpoints import EndpointRegistry, default_specs
 from sluice.providers.azure import DEFAULT_API_VERSION, AzureAdapter
 from sluice.providers.configs import AzureConfig
 from tests.fakes.azure_upstream import AZURE_KEY, FakeAzure
 from tests.support import Gateway, LoopThread
 
 SdkFactory = Callable[..., openai.OpenAI]
+SPECS = EndpointRegistry.of(default_specs())
 
 
 def make_call(endpoint: Any = "chat", stream: bool = False, **body: Any) -> RelayCall:
     body.setdefault("model", "gpt-4o")
     return RelayCall(
         endpoint=endpoint,
+        path=SPECS[endpoint].upstream_path,
         body=body,
         raw_body=orjson.dumps(body),
         requested_model=body["model"],

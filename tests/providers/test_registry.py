@@ -27,8 +27,8 @@ def test_unknown_type_has_no_adapter() -> None:
 
 def _call(model: str, body: dict[str, Any]) -> RelayCall:
     return RelayCall(
-        endpoint="chat", body=body, raw_body=orjson.dumps(body), requested_model=model,
-        upstream_model=model, stream=False, client_wants_usage=False,
+        endpoint="chat", path="/chat/completions", body=body, raw_body=orjson.dumps(body),
+        requested_model=model, upstream_model=model, stream=False, client_wants_usage=False,
     )  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from sluice.core import FailureKind
+from sluice.endpoints import EndpointRegistry, default_specs
 from sluice.providers.configs import OpenAICompatibleConfig
 from sluice.providers.registry import adapter_for
 from sluice.routing import Channel, Router
@@ -19,6 +20,8 @@ from tests.conftest import GatewayFactory
 from tests.fakes.faulty_upstream import FaultyUpstream
 from tests.resilience.conftest import channel, fast_settings
 from tests.resilience.helpers import body_of, chat, spent
+
+CHAT = EndpointRegistry.of(default_specs())["chat"]
 
 Make = Callable[[str], FaultyUpstream]
 
@@ -67,7 +70,7 @@ def _channel(name: str, weight: int = 1, priority: int = 0) -> Channel:
 def test_weighted_split_over_10000_picks_is_within_2_percent() -> None:
     weights = {"a": 1, "b": 2, "c": 7}
     router = Router([_channel(n, w) for n, w in weights.items()], rng=random.Random(7))
-    picks = Counter(next(router.plan("m", "chat", AlwaysHealthy())).name for _ in range(10_000))
+    picks = Counter(next(router.plan("m", CHAT, AlwaysHealthy())).name for _ in range(10_000))
     total = sum(weights.values())
     for name, weight in weights.items():
         observed, expected = picks[name] / 10_000, weight / total
@@ -77,9 +80,9 @@ def test_weighted_split_over_10000_picks_is_within_2_percent() -> None:
 
 def test_zero_weight_channel_is_only_a_last_resort_in_its_tier() -> None:
     router = Router([_channel("zero", 0), _channel("one", 1)], rng=random.Random(1))
-    firsts = {next(router.plan("m", "chat", AlwaysHealthy())).name for _ in range(500)}
+    firsts = {next(router.plan("m", CHAT, AlwaysHealthy())).name for _ in range(500)}
     assert firsts == {"one"}
-    assert [c.name for c in router.plan("m", "chat", AlwaysHealthy())] == ["one", "zero"]
+    assert [c.name for c in router.plan("m", CHAT, AlwaysHealthy())] == ["one", "zero"]
 
 
 def test_plan_orders_tiers_and_never_repeats_a_channel() -> None:
@@ -87,7 +90,7 @@ def test_plan_orders_tiers_and_never_repeats_a_channel() -> None:
                 _channel("high2", 3, 10), _channel("mid", 1, 5)]  # fmt: skip
     router = Router(channels, rng=random.Random(3))
     for _ in range(1_000):
-        names = [c.name for c in router.plan("m", "chat", AlwaysHealthy())]
+        names = [c.name for c in router.plan("m", CHAT, AlwaysHealthy())]
         assert len(names) == len(set(names)) == 5
         assert set(names[:2]) == {"high1", "high2"}
         assert names[2] == "mid"

@@ -176,7 +176,7 @@ def test_closed_internal_port_and_blocked_open_port_answer_alike(
 def _call_with(url: str) -> RelayCall:
     parts = [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": url}}]
     body = {"model": "m", "messages": [{"role": "user", "content": parts}]}
-    return RelayCall("chat", body, b"{}", "m", "m", False, False)
+    return RelayCall("chat", "/chat/completions", body, b"{}", "m", "m", False, False)
 
 
 def _treating_as_public(*ports: int) -> Any:

@@ -227,8 +227,8 @@ def test_shutdown_ends_a_drain_and_settles_it(
 
 def _translator(provider: str) -> StreamTranslator:
     if provider == "anthropic":
-        call = RelayCall(endpoint="chat", body={"messages": []}, raw_body=b"",
-                         requested_model=MODEL, upstream_model=MODEL, stream=True,
+        call = RelayCall(endpoint="chat", path="/chat/completions", body={"messages": []},
+                         raw_body=b"", requested_model=MODEL, upstream_model=MODEL, stream=True,
                          client_wants_usage=False)  # fmt: skip
         return AnthropicStreamTranslator(call)
     if provider == "gemini":

@@ -26,7 +26,7 @@ from sluice.inbound.anthropic_response import (
     error_type_for_status,
     to_anthropic_message,
 )
-from sluice.protocol.validate import validate_body
+from sluice.protocol.validate import validate_chat
 from sluice.relay.admission import authenticate, count_request, refuse_early
 from sluice.relay.dialect import DialectContext
 from sluice.relay.engine import relay
@@ -123,7 +123,7 @@ class AnthropicDialect:
 async def messages(request: Request) -> Response:
     state = _state(request)
     try:
-        response = await relay(state, request, "chat", AnthropicDialect(state))
+        response = await relay(state, request, state.endpoints["chat"], AnthropicDialect(state))
     except SluiceError as exc:
         return anthropic_error_response(request, exc)
     except Exception:  # noqa: BLE001 - this route must answer in Anthropic's shape
@@ -164,7 +164,7 @@ async def count_tokens(request: Request) -> Response:
 
 def _validated_chat(params: Any) -> tuple[dict[str, Any], str]:
     body = to_openai_chat(params)
-    return body, validate_body("chat", body).model
+    return body, validate_chat(body).model
 
 
 def anthropic_routes() -> list[Route]:

@@ -225,7 +225,9 @@ class PriceBook:
             self._cache[model] = rate
         return rate
 
-    def served_rate(self, model: str, upstream_model: str) -> ModelRate | None:
+    def served_rate(
+        self, model: str, upstream_model: str, *, units: bool = False
+    ) -> ModelRate | None:
         """What a call to ``upstream_model`` (a channel's ``model_map`` target of the requested
         ``model``) costs, or None when neither has a price.
 
@@ -233,10 +235,14 @@ class PriceBook:
         expensive model must not bill the cheap price. Only when the upstream name has no price
         at all (an Azure deployment name, a local file) does the alias's *own* price count —
         its exact name or a config glob, never a fuzzy match of the alias.
+
+        ``units``: the endpoint meters units besides tokens (images, seconds, calls), so a
+        price in units only counts; a token endpoint treats such a model as unpriced.
         """
-        rate = _token_priced(self.find(upstream_model))
+        priced = _any_price if units else _token_priced
+        rate = priced(self.find(upstream_model))
         if rate is None and upstream_model != model:
-            rate = _token_priced(self.exact(model))
+            rate = priced(self.exact(model))
         return rate
 
     def unpriced(self, model: str) -> ModelRate:
@@ -250,7 +256,9 @@ class PriceBook:
             code="model_not_priced",
         )
 
-    def reservation_rate(self, model: str, upstream_names: Iterable[str]) -> ModelRate:
+    def reservation_rate(
+        self, model: str, upstream_names: Iterable[str], *, units: bool = False
+    ) -> ModelRate:
         """An upper bound of what any candidate channel's call may cost, per token kind.
 
         Whichever channel serves the request, it is settled at no more than this rate, so the
@@ -258,23 +266,27 @@ class PriceBook:
         """
         bound: ModelRate | None = None
         for upstream in upstream_names:
-            rate = self.served_rate(model, upstream)
+            rate = self.served_rate(model, upstream, units=units)
             if rate is None:
                 rate = self.unpriced(model)
             bound = rate if bound is None or bound == rate else bound.upper(rate)
         return self.unpriced(model) if bound is None else bound
 
     def settlement_rate(
-        self, model: str, upstream_model: str | None, reserved: ModelRate
+        self, model: str, upstream_model: str | None, reserved: ModelRate, *, units: bool = False
     ) -> ModelRate:
         """The rate of the model that served the request; ``reserved`` when none did (or when
         a reload since admission left it unpriced: settlement must not fail)."""
         if upstream_model is None:
             return reserved
-        rate = self.served_rate(model, upstream_model)
+        rate = self.served_rate(model, upstream_model, units=units)
         if rate is None:
             return FREE if self._policy == "free" else reserved
         return rate
+
+
+def _any_price(rate: ModelRate | None) -> ModelRate | None:
+    return rate
 
 
 def _token_priced(rate: ModelRate | None) -> ModelRate | None:

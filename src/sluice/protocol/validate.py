@@ -11,10 +11,22 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sluice.core import Endpoint
 from sluice.errors import InvalidRequest
 
-__all__ = ["RequestView", "validate_body", "MAX_OUTPUT_TOKENS"]
+__all__ = [
+    "MAX_OUTPUT_TOKENS",
+    "RequestView",
+    "json_object",
+    "model_field",
+    "optional_bool",
+    "optional_int",
+    "optional_number",
+    "simple_view",
+    "validate_chat",
+    "validate_completions",
+    "validate_embeddings",
+    "validate_moderations",
+]
 
 MAX_OUTPUT_TOKENS = 1_000_000
 _MAX_N = 128
@@ -32,7 +44,7 @@ _PATH_UNSAFE_NAME = re.compile(r"[\\?#%]|(?:^|/)\.\.?(?:/|$)")
 
 @dataclass(frozen=True, slots=True)
 class RequestView:
-    endpoint: Endpoint
+    endpoint: str  # the endpoint spec's name
     model: str
     stream: bool
     include_usage: bool
@@ -56,7 +68,7 @@ def _type_name(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def _optional_int(body: dict[str, Any], name: str, low: int, high: int) -> int | None:
+def optional_int(body: dict[str, Any], name: str, low: int, high: int) -> int | None:
     value = body.get(name)
     if value is None:
         return None
@@ -75,7 +87,7 @@ def _optional_int(body: dict[str, Any], name: str, low: int, high: int) -> int |
     return value
 
 
-def _optional_number(body: dict[str, Any], name: str, low: float, high: float) -> None:
+def optional_number(body: dict[str, Any], name: str, low: float, high: float) -> None:
     value = body.get(name)
     if value is None:
         return
@@ -93,7 +105,7 @@ def _optional_number(body: dict[str, Any], name: str, low: float, high: float) -
         )
 
 
-def _optional_bool(body: dict[str, Any], name: str) -> bool:
+def optional_bool(body: dict[str, Any], name: str) -> bool:
     value = body.get(name)
     if value is None:
         return False
@@ -106,7 +118,7 @@ def _optional_bool(body: dict[str, Any], name: str) -> bool:
     return value
 
 
-def _model(body: dict[str, Any]) -> str:
+def model_field(body: dict[str, Any]) -> str:
     model = body.get("model")
     if model is None:
         raise _fail("you must provide a model parameter", "model", "missing_required_parameter")
@@ -129,7 +141,7 @@ def _model(body: dict[str, Any]) -> str:
 
 
 def _stream_fields(body: dict[str, Any]) -> tuple[bool, bool]:
-    stream = _optional_bool(body, "stream")
+    stream = optional_bool(body, "stream")
     options = body.get("stream_options")
     if options is None:
         return stream, False
@@ -221,12 +233,12 @@ def _validate_messages(messages: Any) -> None:
 
 
 def _validate_sampling(body: dict[str, Any]) -> None:
-    _optional_number(body, "temperature", 0, 2)
-    _optional_number(body, "top_p", 0, 1)
-    _optional_number(body, "presence_penalty", -2, 2)
-    _optional_number(body, "frequency_penalty", -2, 2)
-    _optional_int(body, "top_logprobs", 0, 20)
-    _optional_int(body, "seed", -(2**63), 2**63 - 1)
+    optional_number(body, "temperature", 0, 2)
+    optional_number(body, "top_p", 0, 1)
+    optional_number(body, "presence_penalty", -2, 2)
+    optional_number(body, "frequency_penalty", -2, 2)
+    optional_int(body, "top_logprobs", 0, 20)
+    optional_int(body, "seed", -(2**63), 2**63 - 1)
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):
         raise _fail("Invalid type for 'tools': expected an array.", "tools", "invalid_type")
@@ -262,7 +274,7 @@ def _require_input(body: dict[str, Any], name: str) -> None:
     )
 
 
-def _output_bounds(body: dict[str, Any], endpoint: Endpoint) -> tuple[int | None, int]:
+def _output_bounds(body: dict[str, Any], best_of_cap: int) -> tuple[int | None, int]:
     """The most output tokens per choice and the most choices the upstream may generate.
 
     Both caps and both counts are taken at their larger value: upstreams differ in which of
@@ -270,48 +282,64 @@ def _output_bounds(body: dict[str, Any], endpoint: Endpoint) -> tuple[int | None
     generated (and billed) beside ``n``, and a reservation must be an upper bound whatever the
     upstream does with them. ``best_of`` is forwarded on chat too (vLLM honours it there).
     """
-    max_tokens = _optional_int(body, "max_tokens", 1, MAX_OUTPUT_TOKENS)
-    completion_cap = _optional_int(body, "max_completion_tokens", 1, MAX_OUTPUT_TOKENS)
+    max_tokens = optional_int(body, "max_tokens", 1, MAX_OUTPUT_TOKENS)
+    completion_cap = optional_int(body, "max_completion_tokens", 1, MAX_OUTPUT_TOKENS)
     if completion_cap is not None and (max_tokens is None or completion_cap > max_tokens):
         max_tokens = completion_cap
-    n = _optional_int(body, "n", 1, _MAX_N) or 1
-    best_of_cap = _MAX_BEST_OF if endpoint == "completions" else _MAX_N
-    best_of = _optional_int(body, "best_of", 1, best_of_cap) or 1
+    n = optional_int(body, "n", 1, _MAX_N) or 1
+    best_of = optional_int(body, "best_of", 1, best_of_cap) or 1
     return max_tokens, max(n, best_of)
 
 
-def validate_body(endpoint: Endpoint, body: Any) -> RequestView:
+def json_object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise _fail("The request body must be a JSON object.", None, "invalid_json")
-    model = _model(body) if endpoint != "moderations" or "model" in body else ""
-    stream, include_usage = (False, False)
-    max_tokens: int | None = None
-    n = 1
-    if endpoint in ("chat", "completions"):
-        stream, include_usage = _stream_fields(body)
-        max_tokens, n = _output_bounds(body, endpoint)
-        _validate_sampling(body)
-    if endpoint == "chat":
-        _validate_messages(body.get("messages"))
-        _optional_bool(body, "logprobs")
-        _optional_bool(body, "parallel_tool_calls")
-    elif endpoint == "completions":
-        _require_input(body, "prompt")
-        _optional_int(body, "logprobs", 0, 5)
-    elif endpoint in ("embeddings", "moderations"):
-        _require_input(body, "input")
-        if endpoint == "embeddings":
-            _optional_int(body, "dimensions", 1, 65_536)
-            fmt = body.get("encoding_format")
-            if fmt is not None and fmt not in ("float", "base64"):
-                raise _fail(
-                    "Invalid 'encoding_format': expected 'float' or 'base64'.", "encoding_format"
-                )
-    return RequestView(
-        endpoint=endpoint,
-        model=model,
-        stream=stream,
-        include_usage=include_usage,
-        max_tokens=max_tokens,
-        n=n,
-    )
+    return body
+
+
+def _generation_view(endpoint: str, body: dict[str, Any], best_of_cap: int) -> RequestView:
+    model = model_field(body)
+    stream, include_usage = _stream_fields(body)
+    max_tokens, n = _output_bounds(body, best_of_cap)
+    _validate_sampling(body)
+    return RequestView(endpoint, model, stream, include_usage, max_tokens, n)
+
+
+def validate_chat(body: Any) -> RequestView:
+    body = json_object(body)
+    view = _generation_view("chat", body, _MAX_N)
+    _validate_messages(body.get("messages"))
+    optional_bool(body, "logprobs")
+    optional_bool(body, "parallel_tool_calls")
+    return view
+
+
+def validate_completions(body: Any) -> RequestView:
+    body = json_object(body)
+    view = _generation_view("completions", body, _MAX_BEST_OF)
+    _require_input(body, "prompt")
+    optional_int(body, "logprobs", 0, 5)
+    return view
+
+
+def validate_embeddings(body: Any) -> RequestView:
+    body = json_object(body)
+    model = model_field(body)
+    _require_input(body, "input")
+    optional_int(body, "dimensions", 1, 65_536)
+    fmt = body.get("encoding_format")
+    if fmt is not None and fmt not in ("float", "base64"):
+        raise _fail("Invalid 'encoding_format': expected 'float' or 'base64'.", "encoding_format")
+    return simple_view("embeddings", model)
+
+
+def validate_moderations(body: Any) -> RequestView:
+    body = json_object(body)
+    model = model_field(body) if "model" in body else ""  # the spec fills in the default model
+    _require_input(body, "input")
+    return simple_view("moderations", model)
+
+
+def simple_view(endpoint: str, model: str, stream: bool = False) -> RequestView:
+    """The view of a request that generates no tokens (no output cap, one result)."""
+    return RequestView(endpoint, model, stream, False, None, 1)

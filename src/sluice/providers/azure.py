@@ -20,12 +20,7 @@ from sluice.core import (
     UsageTokens,
 )
 from sluice.providers.configs import AzureConfig
-from sluice.providers.openai import (
-    ENDPOINT_PATHS,
-    OpenAIAdapter,
-    OpenAIStreamTranslator,
-    prepare_openai_body,
-)
+from sluice.providers.openai import OpenAIAdapter, OpenAIStreamTranslator, openai_request
 from sluice.providers.url_path import model_path_segment
 
 __all__ = ["AzureAdapter", "AzureStreamTranslator", "DEFAULT_API_VERSION"]
@@ -89,7 +84,7 @@ class AzureAdapter:
         self._openai = OpenAIAdapter("azure")
 
     def build_request(self, call: RelayCall, channel: AzureConfig) -> UpstreamRequest:
-        headers = {"content-type": "application/json"}
+        headers = {}
         secret = channel.api_key.get_secret_value()
         if secret:
             headers["api-key"] = secret
@@ -98,16 +93,10 @@ class AzureAdapter:
         # model_map: model -> deployment; refused (400) if it cannot be one path segment.
         deployment = model_path_segment(call.upstream_model, call.requested_model)
         version = quote(channel.api_version or DEFAULT_API_VERSION, safe="")
-        url = (
-            f"{base}/openai/deployments/{deployment}{ENDPOINT_PATHS[call.endpoint]}"
-            f"?api-version={version}"
-        )
+        url = f"{base}/openai/deployments/{deployment}{call.path}?api-version={version}"
         # Deployment names are arbitrary, so OpenAI's reasoning-model rewrites (keyed on the
         # model name) are not applied; Azure ignores the body's model field.
-        body = prepare_openai_body(
-            call, force_stream_usage=channel.stream_usage, reasoning_rules=False
-        )
-        return UpstreamRequest(url=url, headers=headers, body=body)
+        return openai_request(url, headers, call, force_stream_usage=channel.stream_usage)
 
     def parse_response(self, call: RelayCall, body: bytes) -> ParsedResponse:
         return self._openai.parse_response(call, body)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, get_args
 
 import msgspec
 
@@ -43,6 +43,7 @@ __all__ = [
     "AzureConfig",
     "Capabilities",
     "ChannelConfig",
+    "ServedEndpoint",
     "GeminiConfig",
     "ImageInliningConfig",
     "LocalConfig",
@@ -56,11 +57,26 @@ __all__ = [
 ALL_ENDPOINTS: frozenset[Endpoint] = frozenset({"chat", "completions", "embeddings", "moderations"})
 
 
+class ServedEndpoint(Protocol):
+    """What a channel needs to know of an endpoint spec (``sluice.endpoints.EndpointSpec``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def openai_wire(self) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a provider's channels can do, declared once per config type."""
 
+    # Endpoint specs served by name (translated by the provider's adapter).
     endpoints: frozenset[Endpoint]
+    # Speaks OpenAI's wire format at OpenAI's paths: serves every spec that is forwarded as
+    # is (``EndpointSpec.openai_wire``: images, audio, rerank, ...), except those it ``lacks``.
+    openai_wire: bool = False
+    lacks: frozenset[Endpoint] = frozenset()
     # The upstream is sent ``x-request-id`` (the client's request id), so both logs match.
     request_id_header: bool = True
     # ``sluice config check`` requires a base_url (the local type gets its server's).
@@ -91,6 +107,9 @@ class ChannelConfig(Strict, frozen=True, tag_field="type"):
     # concrete name in model_map / models. Pick one every key of the upstream account can use:
     # a probe answered 401/402/403 disables the channel.
     test_model: str | None = None
+    # The endpoints this channel's upstream serves, when narrower than its type's (a vLLM
+    # server without images); a request for another one never reaches it. None: all.
+    endpoints: list[str] | None = None
 
     def __post_init__(self) -> None:
         msgspec.structs.force_setattr(self, "base_url", self.base_url.rstrip("/"))
@@ -106,6 +125,15 @@ class ChannelConfig(Strict, frozen=True, tag_field="type"):
         return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models) or (
             model in self.model_map
         )
+
+    def serves_endpoint(self, spec: ServedEndpoint) -> bool:
+        name = spec.name
+        if self.endpoints is not None and name not in self.endpoints:
+            return False
+        capabilities = self.capabilities
+        if name in capabilities.endpoints:
+            return True
+        return capabilities.openai_wire and spec.openai_wire and name not in capabilities.lacks
 
     def upstream_model(self, model: str) -> str:
         return self.model_map.get(model, model)
@@ -130,11 +158,11 @@ class ImageInliningConfig(ChannelConfig, frozen=True):
 
 
 class OpenAIConfig(OpenAIWireConfig, frozen=True, tag="openai"):
-    capabilities = Capabilities(endpoints=ALL_ENDPOINTS)
+    capabilities = Capabilities(endpoints=ALL_ENDPOINTS, openai_wire=True)
 
 
 class OpenAICompatibleConfig(OpenAIWireConfig, frozen=True, tag="openai-compatible"):
-    capabilities = Capabilities(endpoints=ALL_ENDPOINTS)
+    capabilities = Capabilities(endpoints=ALL_ENDPOINTS, openai_wire=True)
 
 
 class LocalConfig(OpenAIWireConfig, frozen=True, tag="local"):
@@ -154,8 +182,12 @@ class LocalConfig(OpenAIWireConfig, frozen=True, tag="local"):
 
 
 class AzureConfig(OpenAIWireConfig, frozen=True, tag="azure"):
-    # Azure OpenAI has no moderations endpoint.
-    capabilities = Capabilities(endpoints=frozenset({"chat", "completions", "embeddings"}))
+    # Azure OpenAI has no moderations endpoint; the rest is OpenAI's below a deployment.
+    capabilities = Capabilities(
+        endpoints=frozenset({"chat", "completions", "embeddings"}),
+        openai_wire=True,
+        lacks=frozenset({"moderations"}),
+    )
 
     api_version: str | None = None
 

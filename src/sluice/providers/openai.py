@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 
 from sluice.core import (
-    Endpoint,
     ParsedResponse,
     RelayCall,
     UpstreamFailure,
@@ -34,15 +33,12 @@ __all__ = [
     "usage_from_openai",
     "openai_error_details",
     "prepare_openai_body",
-    "ENDPOINT_PATHS",
+    "openai_request",
 ]
 
-ENDPOINT_PATHS: dict[Endpoint, str] = {
-    "chat": "/chat/completions",
-    "completions": "/completions",
-    "embeddings": "/embeddings",
-    "moderations": "/moderations",
-}
+JSON_TYPE = "application/json"
+# Answers that must carry ``choices`` or ``data``: a body without either is not an answer.
+_LISTING_ENDPOINTS = frozenset({"chat", "completions", "embeddings"})
 _REASONING_MODEL = re.compile(r"^(o\d+)(-|$)")
 # Sampling controls OpenAI's reasoning models reject.
 _REASONING_UNSUPPORTED = (
@@ -108,6 +104,26 @@ def prepare_openai_body(
     return orjson.dumps({**call.body, **changes})
 
 
+def openai_request(
+    url: str,
+    headers: dict[str, str],
+    call: RelayCall,
+    *,
+    force_stream_usage: bool,
+    reasoning_rules: bool = False,
+) -> UpstreamRequest:
+    """The OpenAI-format request to ``url``: the JSON body, or a multipart form re-encoded
+    from its spool with the upstream's model name (``call.upload``)."""
+    if call.upload is not None:
+        form = call.upload.encoded({"model": call.upstream_model})
+        headers = {"content-type": form.content_type, **headers}
+        return UpstreamRequest(url=url, headers=headers, body=b"", stream=form)
+    body = prepare_openai_body(
+        call, force_stream_usage=force_stream_usage, reasoning_rules=reasoning_rules
+    )
+    return UpstreamRequest(url=url, headers={"content-type": JSON_TYPE, **headers}, body=body)
+
+
 def openai_error_details(body: bytes) -> tuple[str | None, str | None, str | None, str | None]:
     """(message, code, param, type) from an OpenAI-shaped error body, tolerating junk."""
     try:
@@ -137,18 +153,17 @@ class OpenAIAdapter:
         self._reasoning_rules = reasoning_rules
 
     def build_request(self, call: RelayCall, channel: OpenAIWireConfig) -> UpstreamRequest:
-        headers = {"content-type": "application/json"}
+        headers = {}
         secret = channel.api_key.get_secret_value()
         if secret:
             headers["authorization"] = f"Bearer {secret}"
         headers.update(channel.headers)
-        body = prepare_openai_body(
+        return openai_request(
+            channel.base_url + call.path,
+            headers,
             call,
             force_stream_usage=channel.stream_usage,
             reasoning_rules=self._reasoning_rules,
-        )
-        return UpstreamRequest(
-            url=channel.base_url + ENDPOINT_PATHS[call.endpoint], headers=headers, body=body
         )
 
     def parse_response(self, call: RelayCall, body: bytes) -> ParsedResponse:
@@ -158,7 +173,7 @@ class OpenAIAdapter:
             raise UpstreamBadResponse("The upstream returned a body that is not JSON.") from None
         if not isinstance(parsed, dict):
             raise UpstreamBadResponse("The upstream returned JSON that is not an object.")
-        if call.endpoint != "moderations" and "choices" not in parsed and "data" not in parsed:
+        if call.endpoint in _LISTING_ENDPOINTS and "choices" not in parsed and "data" not in parsed:
             raise UpstreamBadResponse("The upstream response has neither choices nor data.")
         return ParsedResponse(body=body, usage=usage_from_openai(parsed.get("usage")))
 

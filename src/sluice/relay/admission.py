@@ -15,18 +15,19 @@ from starlette.requests import Request
 
 from sluice.admission.backend import Hold
 from sluice.auth import check_key, extract_key
-from sluice.core import Endpoint, UsageTokens
+from sluice.core import UsageTokens
+from sluice.endpoints.spec import EndpointSpec, Estimate, EstimateInput
 from sluice.keys import KeyRecord
 from sluice.metering.pricing import ModelRate
-from sluice.protocol.validate import RequestView, validate_body
+from sluice.protocol.validate import RequestView
 from sluice.relay.dialect import Dialect
 from sluice.relay.http import client_ip, read_json_body, request_id_of
 from sluice.relay.model_access import check_model
+from sluice.relay.multipart import SpooledForm, read_multipart
 from sluice.state import AppState
 
 __all__ = ["Admission", "admit", "authenticate", "count_request", "refuse_early"]
 
-_DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
 _PROMPT_MARGIN_TOKENS = 16
 
 
@@ -34,6 +35,7 @@ _PROMPT_MARGIN_TOKENS = 16
 class Admission:
     request_id: str
     key: KeyRecord
+    spec: EndpointSpec
     view: RequestView
     body: dict[str, Any]
     raw_body: bytes
@@ -44,8 +46,11 @@ class Admission:
     limit_headers: dict[str, str]
     started: float  # perf_counter at arrival
     created_at: float  # wall clock at arrival
+    estimate: Estimate
     # Set when the client speaks another API (e.g. Anthropic): the relay presents through it.
     dialect: Dialect | None = None
+    # A multipart request's form (its spooled files are closed when the request is over).
+    upload: SpooledForm | None = None
 
 
 async def authenticate(state: AppState, request: Request) -> KeyRecord:
@@ -74,62 +79,92 @@ async def count_request(state: AppState, key: KeyRecord) -> None:
     await state.admission.count(key)
 
 
-def _estimate_prompt(state: AppState, endpoint: Endpoint, body: dict[str, Any]) -> int:
-    tokens = state.tokens
-    if endpoint == "chat":
-        return tokens.count_messages(body.get("messages") or [], body.get("tools"))
-    if endpoint == "completions":
-        return tokens.count_prompt(body.get("prompt"))
-    return tokens.count_prompt(body.get("input"))
-
-
-def _completion_allowance(state: AppState, view: RequestView) -> int:
-    if view.endpoint not in ("chat", "completions"):
-        return 0
-    per_choice = view.max_tokens or state.settings.limits.default_max_tokens
-    return per_choice * view.n
+async def _read_body(
+    state: AppState, request: Request, spec: EndpointSpec, dialect: Dialect | None
+) -> tuple[Any, bytes, SpooledForm | None]:
+    """(body to validate, its bytes as received, the form if multipart)."""
+    limits = state.settings.limits
+    if dialect is not None:
+        body, raw = await dialect.read_body(request)  # already translated to OpenAI format
+        return body, raw, None
+    if spec.body == "multipart":
+        form = await read_multipart(request, limits.max_multipart_bytes)
+        return form.fields(), b"", form
+    # Parsing, validating and counting a large body take milliseconds to a second of CPU: for
+    # those, each step runs off the event loop (``state.offload``), small bodies stay inline.
+    body, raw = await read_json_body(
+        request, limits.max_body_bytes, limits.max_json_depth, state.offload
+    )
+    return body, raw, None
 
 
 async def admit(
-    state: AppState, request: Request, endpoint: Endpoint, dialect: Dialect | None = None
+    state: AppState, request: Request, spec: EndpointSpec, dialect: Dialect | None = None
 ) -> Admission:
     started = time.perf_counter()
     created_at = time.time()
     request_id = request_id_of(request)
     key = await authenticate(state, request)
     refuse_early(state, key)  # before the body is read, parsed or tokenised
-    limits = state.settings.limits
-    # Parsing, validating and counting a large body take milliseconds to a second of CPU: for
-    # those, each step runs off the event loop (``state.offload``), small bodies stay inline.
-    if dialect is None:
-        body, raw = await read_json_body(
-            request, limits.max_body_bytes, limits.max_json_depth, state.offload
+    body, raw, upload = await _read_body(state, request, spec, dialect)
+    try:
+        return await _admit_body(
+            state, spec, dialect, key, body, raw, upload, request_id, started, created_at
         )
-    else:
-        body, raw = await dialect.read_body(request)  # already translated to OpenAI format
-    view = await state.offload.run(len(raw), lambda: validate_body(endpoint, body))
-    if endpoint == "moderations" and not view.model:
-        body = {**body, "model": _DEFAULT_MODERATION_MODEL}
-        raw = orjson.dumps(body)
-        view = validate_body(endpoint, body)
+    except BaseException:
+        if upload is not None:
+            await upload.close()
+        raise
+
+
+async def _admit_body(
+    state: AppState,
+    spec: EndpointSpec,
+    dialect: Dialect | None,
+    key: KeyRecord,
+    body: Any,
+    raw: bytes,
+    upload: SpooledForm | None,
+    request_id: str,
+    started: float,
+    created_at: float,
+) -> Admission:
+    view = await state.offload.run(len(raw), lambda: spec.validate(body))
+    if spec.with_defaults is not None:
+        completed = spec.with_defaults(body)
+        if completed is not None:
+            body = completed
+            raw = orjson.dumps(body) if upload is None else raw
+            view = spec.validate(body)
     model = view.model
     check_model(state.router, key, model)
     upstream_names = (c.config.upstream_model(model) for c in state.router.candidates(model))
     # An upper bound over the channels that may serve it; settled at the served model's rate.
-    rate = state.prices.reservation_rate(model, upstream_names)
-    prompt_tokens = await state.offload.run(
-        len(raw), lambda: _estimate_prompt(state, endpoint, body)
+    rate = state.prices.reservation_rate(model, upstream_names, units=spec.units is not None)
+    given = EstimateInput(
+        body=body,
+        view=view,
+        tokens=state.tokens,
+        default_max_tokens=state.settings.limits.default_max_tokens,
+        upload=upload,
     )
-    completion_allowance = _completion_allowance(state, view)
+    estimate = await state.offload.run(len(raw), lambda: spec.estimate(given))
+    prompt_tokens = estimate.prompt_tokens
+    completion_allowance = estimate.completion_tokens
     # Upstreams count with their own tokenizers; hold a margin so the reservation stays an
     # upper bound and concurrent requests cannot push a key past its budget.
     prompt_allowance = prompt_tokens + prompt_tokens // 5 + _PROMPT_MARGIN_TOKENS
+    if estimate.units is not None and not prompt_tokens:
+        prompt_allowance = 0  # priced in units only: no tokens to hold
     reserved_tokens = prompt_allowance + completion_allowance
-    estimate = rate.cost(UsageTokens(prompt=prompt_allowance, completion=completion_allowance))
-    hold = await state.admission.admit(key, request_id, reserved_tokens, estimate)
+    cost_bound = rate.cost(
+        UsageTokens(prompt=prompt_allowance, completion=completion_allowance, units=estimate.units)
+    )
+    hold = await state.admission.admit(key, request_id, reserved_tokens, cost_bound)
     return Admission(
         request_id=request_id,
         key=key,
+        spec=spec,
         view=view,
         body=body,
         raw_body=raw,
@@ -140,5 +175,7 @@ async def admit(
         limit_headers=hold.headers,
         started=started,
         created_at=created_at,
+        estimate=estimate,
         dialect=dialect,
+        upload=upload,
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from sluice.core import MeteredUnits, UsageTokens
 from sluice.relay.admission import Admission
@@ -21,7 +20,6 @@ __all__ = [
     "settle_in_background",
     "settle_logged",
     "settle_soon",
-    "text_of_response",
 ]
 
 
@@ -38,28 +36,6 @@ class Outcome:
     # A stream the client cut short whose upstream then reported no usage: what it generated
     # is unknown, so the reservation is billed (or the delivered text, if that costs more).
     bill_reservation: bool = False
-
-
-def text_of_response(parsed: Any) -> str:
-    """Generated text of an OpenAI chat/completions response, for local counting."""
-    parts: list[str] = []
-    if not isinstance(parsed, dict):
-        return ""
-    for choice in parsed.get("choices") or ():
-        if not isinstance(choice, dict):
-            continue
-        message = choice.get("message")
-        if isinstance(message, dict):
-            if isinstance(message.get("content"), str):
-                parts.append(message["content"])
-            for call in message.get("tool_calls") or ():
-                function = call.get("function") if isinstance(call, dict) else None
-                if isinstance(function, dict):
-                    parts.append(str(function.get("name", "")))
-                    parts.append(str(function.get("arguments", "")))
-        elif isinstance(choice.get("text"), str):
-            parts.append(choice["text"])
-    return "".join(parts)
 
 
 def _metered_usage(state: AppState, admission: Admission, outcome: Outcome) -> UsageTokens:
@@ -88,14 +64,21 @@ async def settle(state: AppState, admission: Admission, outcome: Outcome) -> Usa
     try:
         return await _settled(state, admission, outcome)
     finally:
-        if not hold.done:  # failed before the hold was settled: nothing may stay held
-            await state.admission.release(hold)
+        try:
+            if not hold.done:  # failed before the hold was settled: nothing may stay held
+                await state.admission.release(hold)
+        finally:
+            if admission.upload is not None:  # the request is over: its spooled files go
+                await admission.upload.close()
 
 
 async def _settled(state: AppState, admission: Admission, outcome: Outcome) -> UsageRow:
     usage = _metered_usage(state, admission, outcome)
     rate = state.prices.settlement_rate(
-        admission.view.model, outcome.upstream_model, admission.rate
+        admission.view.model,
+        outcome.upstream_model,
+        admission.rate,
+        units=admission.spec.units is not None,
     )
     cost = rate.cost(usage)
     if outcome.bill_reservation and admission.hold.amount > cost:

@@ -21,13 +21,13 @@ from starlette.responses import Response
 
 from sluice.channel_call import ChannelFailed, open_channel
 from sluice.core import (
-    Endpoint,
     FailureKind,
     ParsedResponse,
     RelayCall,
     UpstreamFailure,
     UsageTokens,
 )
+from sluice.endpoints.spec import EndpointSpec, MeterInput
 from sluice.errors import (
     InternalError,
     InvalidRequest,
@@ -41,13 +41,8 @@ from sluice.providers.configs import ImageInliningConfig
 from sluice.providers.failures import response_too_large
 from sluice.providers.media import inline_remote_images
 from sluice.relay.admission import Admission, admit
-from sluice.relay.billing import (
-    Outcome,
-    settle,
-    settle_in_background,
-    settle_soon,
-    text_of_response,
-)
+from sluice.relay.billing import Outcome, settle, settle_in_background, settle_soon
+from sluice.relay.binary import BinaryRelayResponse
 from sluice.relay.dialect import Dialect, DialectContext
 from sluice.relay.http import json_response
 from sluice.relay.stream import RelayStreamingResponse, StreamSession
@@ -119,16 +114,16 @@ def _response_headers(admission: Admission) -> dict[str, str]:
 
 
 async def relay(
-    state: AppState, request: Request, endpoint: Endpoint, dialect: Dialect | None = None
+    state: AppState, request: Request, spec: EndpointSpec, dialect: Dialect | None = None
 ) -> Response:
-    admission = await admit(state, request, endpoint, dialect)
+    admission = await admit(state, request, spec, dialect)
     access = request.scope.get("sluice.log")
     if access is not None:  # for the access log: ids only, never the key itself
         access.update(model=admission.view.model, key_id=admission.key.id)
     state.in_flight += 1
     handed_off = False
     try:
-        response = await _dispatch(state, admission, endpoint)
+        response = await _dispatch(state, admission)
         handed_off = True
         return response
     except SluiceError as exc:
@@ -151,12 +146,11 @@ async def relay(
         state.in_flight -= 1
 
 
-def _new_call(
-    admission: Admission, channel: Channel, endpoint: Endpoint, max_event_bytes: int
-) -> RelayCall:
+def _new_call(admission: Admission, channel: Channel, max_event_bytes: int) -> RelayCall:
     view = admission.view
     return RelayCall(
-        endpoint=endpoint,
+        endpoint=admission.spec.name,
+        path=admission.spec.upstream_path,
         body=admission.body,
         raw_body=admission.raw_body,
         requested_model=view.model,
@@ -165,10 +159,12 @@ def _new_call(
         client_wants_usage=view.include_usage,
         extensions=None if admission.dialect is None else admission.dialect.extensions,
         max_event_bytes=max_event_bytes,
+        upload=admission.upload,
     )
 
 
-async def _dispatch(state: AppState, admission: Admission, endpoint: Endpoint) -> Response:
+async def _dispatch(state: AppState, admission: Admission) -> Response:
+    spec = admission.spec
     retry = state.settings.retry
     loop = asyncio.get_running_loop()
     deadline = loop.time() + retry.deadline_s
@@ -176,13 +172,13 @@ async def _dispatch(state: AppState, admission: Admission, endpoint: Endpoint) -
     attempts = 0
     inlined: dict[bool, RelayCall] = {}
     max_event_bytes = state.settings.limits.max_upstream_event_bytes
-    for channel in state.router.plan(admission.view.model, endpoint, state.health):
+    for channel in state.router.plan(admission.view.model, spec, state.health):
         if attempts >= retry.max_attempts or loop.time() >= deadline:
             break
         if attempts:
-            state.metrics.retry(endpoint)
+            state.metrics.retry(spec.name)
         attempts += 1
-        call = _new_call(admission, channel, endpoint, max_event_bytes)
+        call = _new_call(admission, channel, max_event_bytes)
         attempt = _Attempt(channel, call, inlined)
         try:
             return await _try_channel(state, admission, attempt, deadline)
@@ -209,12 +205,11 @@ async def _dispatch(state: AppState, admission: Admission, endpoint: Endpoint) -
             if last.kind == "client" or not _retryable(state, last):
                 break
     if last is None and not any(
-        endpoint in c.config.capabilities.endpoints
-        for c in state.router.candidates(admission.view.model)
+        c.config.serves_endpoint(spec) for c in state.router.candidates(admission.view.model)
     ):
         # e.g. embeddings for a model served only by Anthropic channels: the client's mistake.
         raise InvalidRequest(
-            f"The endpoint '{endpoint}' is not supported by the channels serving the model "
+            f"The endpoint '{spec.name}' is not supported by the channels serving the model "
             f"'{admission.view.model}'.",
             param="model",
             code="unsupported_endpoint",
@@ -255,19 +250,11 @@ async def _try_channel(
     request_id = admission.request_id if config.capabilities.request_id_header else None
     budget = deadline - asyncio.get_running_loop().time()
     response = await open_channel(state, channel, call, budget_s=budget, request_id=request_id)
+    if admission.spec.response == "binary":
+        return await _start_binary(state, admission, attempt, response)
     if call.stream:
         return await _start_stream(state, admission, attempt, response)
     return await _finish_whole(state, admission, attempt, response)
-
-
-def _with_local_usage(body: bytes, prompt_tokens: int) -> bytes:
-    """Upstreams such as Gemini report no embeddings usage: show the locally counted tokens
-    that are billed, since OpenAI clients expect ``usage`` in every embeddings response."""
-    parsed = orjson.loads(body)
-    if not isinstance(parsed, dict) or isinstance(parsed.get("usage"), dict):
-        return body
-    parsed["usage"] = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
-    return orjson.dumps(parsed)
 
 
 async def _finish_whole(
@@ -300,7 +287,7 @@ async def _finish_whole(
     state.health.record_success(attempt.channel.name, admission.view.model)
     try:
         # Before settling: should presenting fail, the caller still settles exactly once.
-        presented, delivered = _present_whole(admission, attempt, parsed)
+        presented, usage, delivered = _present_whole(admission, attempt, parsed)
     except Exception as exc:
         raise _crashed(attempt, parsed.usage) from exc
     # The client does not wait for the ledger and limiter round trips (Redis, when shared).
@@ -311,7 +298,7 @@ async def _finish_whole(
             status=200,
             channel=attempt.channel.name,
             upstream_model=attempt.call.upstream_model,
-            usage=parsed.usage,
+            usage=usage,
             delivered_text=delivered,
         ),
     )
@@ -320,17 +307,25 @@ async def _finish_whole(
 
 def _present_whole(
     admission: Admission, attempt: _Attempt, parsed: ParsedResponse
-) -> tuple[Response, str | None]:
-    """The client's response and, when the upstream reported no usage, the text to count."""
+) -> tuple[Response, UsageTokens | None, str | None]:
+    """The client's response, the usage to bill and, when there is none, the text to count."""
+    spec = admission.spec
     body_out = parsed.body
-    if parsed.usage is None and attempt.call.endpoint == "embeddings":
-        body_out = _with_local_usage(body_out, admission.prompt_tokens)
+    usage = parsed.usage
+    decoded = None
+    if spec.units is not None:
+        decoded = orjson.loads(parsed.body)
+        units = spec.units(MeterInput(admission.body, admission.view, decoded, admission.estimate))
+        if units is not None:
+            usage = replace(usage or UsageTokens(), units=units)
+    if usage is None and spec.show_counted_usage is not None:
+        body_out = spec.show_counted_usage(body_out, admission.prompt_tokens)
     if admission.dialect is not None:
         body_out = admission.dialect.present_whole(_dialect_context(admission), body_out)
     delivered = None
-    if parsed.usage is None:
-        delivered = text_of_response(orjson.loads(parsed.body))
-    return json_response(body_out, headers=_response_headers(admission)), delivered
+    if usage is None:
+        delivered = spec.delivered_text(orjson.loads(parsed.body) if decoded is None else decoded)
+    return json_response(body_out, headers=_response_headers(admission)), usage, delivered
 
 
 async def _start_stream(
@@ -383,3 +378,32 @@ async def _start_stream(
         return RelayStreamingResponse(session, headers)
     frames = admission.dialect.present_stream(_dialect_context(admission), session.frames())
     return RelayStreamingResponse(session, headers, frames)
+
+
+async def _start_binary(
+    state: AppState, admission: Admission, attempt: _Attempt, response: UpstreamResponse
+) -> Response:
+    """Read the first chunk (failures up to here may still be retried), then relay the rest
+    as it arrives."""
+    try:
+        first = await response.content.readany()
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        response.close()
+        raise ChannelFailed(
+            UpstreamFailure(
+                status=504,
+                kind="timeout",
+                message="The upstream failed before its first byte.",
+                code="upstream_timeout",
+            )
+        ) from None
+    state.health.record_success(attempt.channel.name, admission.view.model)
+    return BinaryRelayResponse(
+        state,
+        admission,
+        channel=attempt.channel.name,
+        upstream_model=attempt.call.upstream_model,
+        upstream=response,
+        first=first,
+        headers=_response_headers(admission),
+    )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sluice.endpoints.spec import EndpointRegistry, EndpointSpec
 from sluice.errors import InvalidRequest, PermissionDenied
 from sluice.relay.admission import authenticate
 from sluice.relay.engine import relay
@@ -26,20 +28,13 @@ def _state(request: Request) -> AppState:
     return state
 
 
-async def chat_completions(request: Request) -> Response:
-    return await relay(_state(request), request, "chat")
+def _relay_handler(spec: EndpointSpec) -> Callable[[Request], Awaitable[Response]]:
+    async def handle(request: Request) -> Response:
+        return await relay(_state(request), request, spec)
 
-
-async def completions(request: Request) -> Response:
-    return await relay(_state(request), request, "completions")
-
-
-async def embeddings(request: Request) -> Response:
-    return await relay(_state(request), request, "embeddings")
-
-
-async def moderations(request: Request) -> Response:
-    return await relay(_state(request), request, "moderations")
+    # The access log's and metrics' route label: the OpenAI path ("chat_completions").
+    handle.__name__ = spec.upstream_path.strip("/").replace("/", "_")
+    return handle
 
 
 def _model_object(model_id: str, owner: str, created: int) -> dict[str, object]:
@@ -115,13 +110,13 @@ async def billing_usage(request: Request) -> Response:
     return json_response({"object": "list", "total_usage": micro / 10_000})
 
 
-def relay_routes() -> list[Route]:
+def relay_routes(endpoints: EndpointRegistry) -> list[Route]:
     routes = [
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/chat/completions", chat_completions, methods=["POST"]),
-        Route("/v1/completions", completions, methods=["POST"]),
-        Route("/v1/embeddings", embeddings, methods=["POST"]),
-        Route("/v1/moderations", moderations, methods=["POST"]),
+        Route(path, _relay_handler(spec), methods=["POST"])
+        for spec in endpoints
+        for path in spec.paths
+    ]
+    routes += [
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
     ]

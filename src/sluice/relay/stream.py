@@ -18,13 +18,14 @@ from typing import Any
 import aiohttp
 import orjson
 from starlette.responses import StreamingResponse
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from sluice.core import FailureKind, StreamTranslator, UsageTokens
 from sluice.errors import error_body
 from sluice.providers.base import DONE_FRAME, sse_frame
 from sluice.relay.admission import Admission
 from sluice.relay.billing import Outcome, counted_usage, settle_logged
+from sluice.relay.disconnect import DisconnectWatch
 from sluice.relay.drain import read_for_usage
 from sluice.relay.stream_usage import with_usage_chunk
 from sluice.state import AppState
@@ -142,8 +143,8 @@ class StreamSession:
             self._state, self._admission, translator.delivered_text()
         )
         first = self._first[0] if self._first else b""
-        chat = view.endpoint == "chat"
-        return with_usage_chunk(batch, first, usage, model=self._upstream_model, chat=chat)
+        kind = self._admission.spec.stream_object
+        return with_usage_chunk(batch, first, usage, model=self._upstream_model, kind=kind)
 
     def _record_end(self) -> None:
         failure = self._translator.failure
@@ -287,41 +288,6 @@ def _stream_error(timed_out: bool, code: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}}
 
 
-class _DisconnectWatch:
-    """Cancels the streaming task when the client leaves, so a long wait for the upstream's
-    next chunk ends at once (the upstream is then closed and stops generating).
-
-    One plain future on ``receive()`` instead of Starlette's anyio task group with a listener
-    task, which every streamed request would otherwise pay for (docs/architecture.md).
-    """
-
-    def __init__(self, task: asyncio.Task[Any], receive: Receive) -> None:
-        self._task = task
-        self._receive = receive
-        self.closing = False  # the last body message is being sent: a disconnect is expected
-        self.fired = False
-        self._waiter = self._listen()
-
-    def _listen(self) -> asyncio.Future[Message]:
-        waiter = asyncio.ensure_future(self._receive())
-        waiter.add_done_callback(self._on_message)
-        return waiter
-
-    def _on_message(self, waiter: asyncio.Future[Message]) -> None:
-        if self.closing or waiter.cancelled() or waiter.exception() is not None:
-            return
-        if waiter.result().get("type") == "http.disconnect":
-            self.fired = True
-            self._task.cancel()
-        else:  # more request body nobody asked for: keep listening
-            self._waiter = self._listen()
-
-    def stop(self) -> None:
-        self.closing = True
-        self._waiter.remove_done_callback(self._on_message)
-        self._waiter.cancel()
-
-
 class RelayStreamingResponse(StreamingResponse):
     def __init__(
         self,
@@ -341,7 +307,7 @@ class RelayStreamingResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         assert task is not None
-        watch = _DisconnectWatch(task, receive)
+        watch = DisconnectWatch(task, receive)
         try:
             await self._stream(send, watch)
         except asyncio.CancelledError:
@@ -359,7 +325,7 @@ class RelayStreamingResponse(StreamingResponse):
             watch.stop()
             self._session.finish()
 
-    async def _stream(self, send: Send, watch: _DisconnectWatch) -> None:
+    async def _stream(self, send: Send, watch: DisconnectWatch) -> None:
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )

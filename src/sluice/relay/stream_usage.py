@@ -22,19 +22,19 @@ __all__ = ["with_usage_chunk"]
 
 
 def with_usage_chunk(
-    batch: list[bytes], first_frame: bytes, usage: UsageTokens, *, model: str, chat: bool
+    batch: list[bytes], first_frame: bytes, usage: UsageTokens, *, model: str, kind: str
 ) -> list[bytes]:
     """``batch`` (the frames ending the stream) with the usage chunk just before ``[DONE]``."""
     at = batch.index(DONE_FRAME)
-    return [*batch[:at], _usage_chunk(first_frame, usage, model=model, chat=chat), *batch[at:]]
+    return [*batch[:at], _usage_chunk(first_frame, usage, model=model, kind=kind), *batch[at:]]
 
 
-def _usage_chunk(first_frame: bytes, usage: UsageTokens, *, model: str, chat: bool) -> bytes:
+def _usage_chunk(first_frame: bytes, usage: UsageTokens, *, model: str, kind: str) -> bytes:
     seen = _first_chunk(first_frame)
     created = seen.get("created")
     chunk: dict[str, Any] = {
         "id": _text(seen, "id") or "chatcmpl-" + secrets.token_hex(12),
-        "object": _text(seen, "object") or ("chat.completion.chunk" if chat else "text_completion"),
+        "object": _text(seen, "object") or kind,  # the upstream's own, else the spec's
         "created": created if isinstance(created, int) else int(time.time()),
         "model": _text(seen, "model") or model,
     }

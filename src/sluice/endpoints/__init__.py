@@ -1,0 +1,13 @@
+"""The endpoint specs a gateway serves (``spec.py`` says what a spec declares)."""
+
+from __future__ import annotations
+
+from sluice.endpoints.spec import EndpointRegistry, EndpointSpec
+from sluice.endpoints.text import TEXT_SPECS
+
+__all__ = ["EndpointRegistry", "EndpointSpec", "default_specs"]
+
+
+def default_specs() -> tuple[EndpointSpec, ...]:
+    """Every endpoint family Sluice ships; an app may be built with more (or fewer)."""
+    return (*TEXT_SPECS,)
