@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from sluice.app import create_app
 from sluice.core import UpstreamRequest
+from sluice.endpoints import EndpointSpec
 from sluice.state import AppState
 from sluice.storage.schema import usage
 from sluice.upstream_mock import MockReply, MockUpstream
@@ -104,13 +105,18 @@ def usage_chunk(prompt: int, completion_tokens: int) -> str:
 
 
 @contextlib.asynccontextmanager
-async def mock_gateway(tmp_path: Path) -> AsyncIterator[MockGateway]:
+async def mock_gateway(
+    tmp_path: Path,
+    endpoint_specs: Sequence[EndpointSpec] | None = None,
+    channel_options: dict[str, Any] | None = None,
+    **settings: Any,
+) -> AsyncIterator[MockGateway]:
     channels = [
         {"name": name, "type": "openai", "base_url": f"http://{name}.mock/v1", "api_key": key,
-         "models": [MODEL], "priority": priority}
+         "models": [MODEL], "priority": priority, **(channel_options or {})}
         for name, key, priority in (("a", KEY_A, 1), ("b", KEY_B, 0))
     ]  # fmt: skip
-    app = create_app(make_settings(tmp_path, channels))
+    app = create_app(make_settings(tmp_path, channels, **settings), endpoint_specs=endpoint_specs)
     routes: dict[str, Callable[[UpstreamRequest], MockReply]] = {}
     upstream = MockUpstream(lambda request: routes[gw.channel_of(request)](request))
     async with app.router.lifespan_context(app):
