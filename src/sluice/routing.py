@@ -132,7 +132,7 @@ def build_router(settings: Settings, local_endpoints: Mapping[str, str]) -> Rout
     for config in settings.channels:
         if not config.enabled:
             continue
-        adapter = adapter_for(config.type)
+        adapter = adapter_for(config)
         if adapter is None:
             log.warning("channel %s: type %s is not supported; skipped", config.name, config.type)
             continue

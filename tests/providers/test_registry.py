@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from sluice.core import RelayCall
-from sluice.providers.configs import CHANNEL_CONFIGS, type_name
+from sluice.providers.configs import CHANNEL_CONFIGS, Capabilities, ChannelConfig, type_name
 from sluice.providers.registry import PROVIDERS, adapter_for, supported_types
 from sluice.settings import parse_settings
 
@@ -21,8 +21,12 @@ def test_every_config_type_has_exactly_one_provider() -> None:
         assert provider.config in CHANNEL_CONFIGS
 
 
+class _PigeonConfig(ChannelConfig, frozen=True, tag="carrier-pigeon"):
+    capabilities = Capabilities(endpoints=frozenset({"chat"}))
+
+
 def test_unknown_type_has_no_adapter() -> None:
-    assert adapter_for("carrier-pigeon") is None
+    assert adapter_for(_PigeonConfig(name="pigeon")) is None
 
 
 def _call(model: str, body: dict[str, Any]) -> RelayCall:
@@ -55,7 +59,7 @@ def test_a_parsed_channel_gets_the_adapter_of_its_type(kind: str) -> None:
     fields, url = CHANNELS[kind]
     config = parse_settings({"channels": [{"name": "c", "type": kind, **fields}]}).channels[0]
     assert type(config) is PROVIDERS[kind].config
-    adapter = adapter_for(config.type)
+    adapter = adapter_for(config)
     assert adapter is not None and adapter.name == kind
     hello = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     request = adapter.build_request(_call("m", hello), config)
@@ -69,7 +73,7 @@ def test_only_the_openai_type_applies_openai_reasoning_model_rules() -> None:
     sent = {}
     for kind in ("openai", "openai-compatible", "local"):
         config = parse_settings({"channels": [{"name": "c", "type": kind}]}).channels[0]
-        adapter = adapter_for(kind)
+        adapter = adapter_for(config)
         assert adapter is not None
         sent[kind] = orjson.loads(adapter.build_request(_call("o3", body), config).body)
     assert sent["openai"]["max_completion_tokens"] == 9 and "max_tokens" not in sent["openai"]

@@ -58,12 +58,12 @@ class AlwaysHealthy:
 
 
 def _channel(name: str, weight: int = 1, priority: int = 0) -> Channel:
-    adapter = adapter_for("openai-compatible")
-    assert adapter is not None
     config = OpenAICompatibleConfig(
         name=name, base_url="http://127.0.0.1:9", models=["m"],
         weight=weight, priority=priority,
     )  # fmt: skip
+    adapter = adapter_for(config)
+    assert adapter is not None
     return Channel(config=config, adapter=adapter)
 
 

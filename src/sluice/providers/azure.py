@@ -15,12 +15,13 @@ from urllib.parse import quote
 from sluice.core import (
     ParsedResponse,
     RelayCall,
+    StreamTranslator,
     UpstreamFailure,
     UpstreamRequest,
     UsageTokens,
 )
 from sluice.providers.configs import AzureConfig
-from sluice.providers.openai import OpenAIAdapter, OpenAIStreamTranslator, openai_request
+from sluice.providers.openai import OpenAIAdapter, openai_request
 from sluice.providers.url_path import model_path_segment
 
 __all__ = ["AzureAdapter", "AzureStreamTranslator", "DEFAULT_API_VERSION"]
@@ -32,7 +33,7 @@ DEFAULT_API_VERSION = "2024-10-21"
 class AzureStreamTranslator:
     """The OpenAI pass-through translator minus Azure's prompt-filter-only chunks."""
 
-    def __init__(self, inner: OpenAIStreamTranslator) -> None:
+    def __init__(self, inner: StreamTranslator) -> None:
         self._inner = inner
 
     @staticmethod

@@ -149,6 +149,9 @@ class OpenAIWireConfig(ChannelConfig, frozen=True):
 
     # Whether the upstream honours stream_options.include_usage (llama.cpp's server does not).
     stream_usage: bool = True
+    # Upstream models (globs) served only through the Responses API: chat completions for
+    # them are sent as Responses requests and translated back (providers/openai_responses.py).
+    responses_models: list[str] = msgspec.field(default_factory=list)
 
 
 class ImageInliningConfig(ChannelConfig, frozen=True):

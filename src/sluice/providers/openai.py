@@ -8,8 +8,9 @@ decoded.
 
 from __future__ import annotations
 
+import fnmatch
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ import orjson
 from sluice.core import (
     ParsedResponse,
     RelayCall,
+    StreamTranslator,
     UpstreamFailure,
     UpstreamRequest,
     UsageTokens,
@@ -25,6 +27,11 @@ from sluice.errors import UpstreamBadResponse
 from sluice.providers.base import DONE_FRAME, sse_frame
 from sluice.providers.configs import OpenAIWireConfig
 from sluice.providers.failures import classify, redact_secrets, response_too_large
+from sluice.providers.openai_responses import (
+    ResponsesStreamTranslator,
+    chat_as_responses_body,
+    chat_from_response,
+)
 from sluice.providers.sse import SseEventTooLarge, SseSplitter, parse_span
 
 __all__ = [
@@ -147,10 +154,24 @@ def openai_error_details(body: bytes) -> tuple[str | None, str | None, str | Non
 class OpenAIAdapter:
     """Adapter for channel types ``openai``, ``openai-compatible`` and ``local``."""
 
-    def __init__(self, name: str = "openai", *, reasoning_rules: bool = False) -> None:
+    def __init__(
+        self,
+        name: str = "openai",
+        reasoning_rules: bool = False,
+        responses_models: Sequence[str] = (),
+    ) -> None:
         self.name = name
         # OpenAI's reasoning-model rewrites (keyed on model names): for OpenAI itself only.
         self._reasoning_rules = reasoning_rules
+        self._responses_models = tuple(responses_models)
+
+    def _via_responses(self, call: RelayCall) -> bool:
+        """A chat call for a model the channel serves only through the Responses API."""
+        return (
+            bool(self._responses_models)
+            and call.endpoint == "chat"
+            and any(fnmatch.fnmatchcase(call.upstream_model, p) for p in self._responses_models)
+        )
 
     def build_request(self, call: RelayCall, channel: OpenAIWireConfig) -> UpstreamRequest:
         headers = {}
@@ -158,6 +179,10 @@ class OpenAIAdapter:
         if secret:
             headers["authorization"] = f"Bearer {secret}"
         headers.update(channel.headers)
+        if self._via_responses(call):
+            headers["content-type"] = JSON_TYPE
+            url = channel.base_url + "/responses"
+            return UpstreamRequest(url=url, headers=headers, body=chat_as_responses_body(call))
         return openai_request(
             channel.base_url + call.path,
             headers,
@@ -167,6 +192,8 @@ class OpenAIAdapter:
         )
 
     def parse_response(self, call: RelayCall, body: bytes) -> ParsedResponse:
+        if self._via_responses(call):
+            return chat_from_response(body, call.upstream_model)
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -177,7 +204,9 @@ class OpenAIAdapter:
             raise UpstreamBadResponse("The upstream response has neither choices nor data.")
         return ParsedResponse(body=body, usage=usage_from_openai(parsed.get("usage")))
 
-    def stream_translator(self, call: RelayCall, secret: str = "") -> OpenAIStreamTranslator:
+    def stream_translator(self, call: RelayCall, secret: str = "") -> StreamTranslator:
+        if self._via_responses(call):
+            return ResponsesStreamTranslator(call, secret)
         return OpenAIStreamTranslator(
             strip_usage_chunk=not call.client_wants_usage,
             secret=secret,

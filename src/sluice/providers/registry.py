@@ -34,10 +34,11 @@ C = TypeVar("C", bound=ChannelConfig)
 
 @dataclass(frozen=True, slots=True)
 class Provider(Generic[C]):
-    """A provider: its channel config type and a factory of its adapter for that config."""
+    """A provider: its channel config type and a factory of a channel's adapter from its
+    config (an adapter may keep what it needs of it, e.g. the models served over another API)."""
 
     config: type[C]
-    adapter: Callable[[], Adapter[C]]
+    adapter: Callable[[C], Adapter[C]]
 
     @property
     def type(self) -> str:
@@ -49,12 +50,12 @@ def _providers(*providers: Provider[Any]) -> Mapping[str, Provider[Any]]:
 
 
 PROVIDERS = _providers(
-    Provider(OpenAIConfig, lambda: OpenAIAdapter("openai", reasoning_rules=True)),
-    Provider(OpenAICompatibleConfig, lambda: OpenAIAdapter("openai-compatible")),
-    Provider(LocalConfig, lambda: OpenAIAdapter("local")),
-    Provider(AnthropicConfig, AnthropicAdapter),
-    Provider(AzureConfig, AzureAdapter),
-    Provider(GeminiConfig, GeminiAdapter),
+    Provider(OpenAIConfig, lambda c: OpenAIAdapter("openai", True, c.responses_models)),
+    Provider(OpenAICompatibleConfig, lambda c: OpenAIAdapter(c.type, False, c.responses_models)),
+    Provider(LocalConfig, lambda c: OpenAIAdapter("local")),
+    Provider(AnthropicConfig, lambda c: AnthropicAdapter()),
+    Provider(AzureConfig, lambda c: AzureAdapter()),
+    Provider(GeminiConfig, lambda c: GeminiAdapter()),
 )
 
 
@@ -62,6 +63,7 @@ def supported_types() -> list[str]:
     return sorted(PROVIDERS)
 
 
-def adapter_for(channel_type: str) -> Adapter[Any] | None:
-    provider = PROVIDERS.get(channel_type)
-    return None if provider is None else provider.adapter()
+def adapter_for(config: ChannelConfig) -> Adapter[Any] | None:
+    """The adapter of a channel (None for a type no provider registered)."""
+    provider = PROVIDERS.get(config.type)
+    return None if provider is None else provider.adapter(config)
