@@ -28,6 +28,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sluice.admin.api import admin_routes
+from sluice.batches.lifecycle import close_batches, start_batches
+from sluice.batches.routes import batch_routes
 from sluice.endpoints import EndpointRegistry, EndpointSpec, default_specs
 from sluice.errors import (
     InternalError,
@@ -36,6 +38,7 @@ from sluice.errors import (
     SluiceError,
     error_body,
 )
+from sluice.files.routes import file_routes
 from sluice.forwarded import ForwardedForMiddleware, TrustedProxies
 from sluice.health_probe import run_probe_loop
 from sluice.inbound import anthropic_routes
@@ -173,6 +176,7 @@ def create_app(
         await asyncio.to_thread(state.tokens.warm_up)
         await state.start()  # usage sink; Redis connection and invalidation listener if set
         app.state.sluice = state
+        batches = app.state.batches = start_batches(app, state)  # Files and Batch APIs
         _install_reload_signal(state)
         tasks = [asyncio.create_task(run_probe_loop(state), name="health-probes")]
         if multiprocessing.parent_process() is not None:  # a uvicorn worker process
@@ -183,6 +187,7 @@ def create_app(
         try:
             yield
         finally:
+            await close_batches(batches)  # lines in flight finish before the state closes
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -200,6 +205,8 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *hot_routes,
+        *file_routes(),
+        *batch_routes(),
         *admin_routes(),
     ]
     middleware = [

@@ -200,6 +200,54 @@ class UsageConfig(_Strict, frozen=True):
     buffer_max_rows: PositiveInt = 100_000
 
 
+class S3Config(_Strict, frozen=True):
+    """An S3-compatible bucket for files (``files.backend: s3``; needs the ``s3`` extra)."""
+
+    bucket: Annotated[str, msgspec.Meta(min_length=1)]
+    prefix: str = "sluice/files/"
+    endpoint_url: str | None = None  # MinIO, Ceph, R2...; unset: AWS
+    region: str | None = None
+    # Unset: boto3's own chain (environment, shared config, instance role).
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+
+
+class FilesConfig(_Strict, frozen=True):
+    """Files uploaded for the Batch API and the batches' output files (docs/tasks.md)."""
+
+    backend: Literal["local", "s3"] = "local"
+    # Local backend: unset puts files in ``files/`` beside the SQLite database (or under
+    # ``./.sluice/`` with PostgreSQL). Replicas on several hosts need the S3 backend.
+    directory: str | None = None
+    max_bytes: PositiveInt = 200 * 1024 * 1024
+    s3: S3Config | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend == "s3" and self.s3 is None:
+            raise ValueError("files.s3 is required when files.backend is s3")
+
+
+class BatchesConfig(_Strict, frozen=True):
+    """How each worker runs batch lines through its own relay (docs/tasks.md)."""
+
+    enabled: bool = True  # false: this replica runs no batch lines (the API still answers)
+    # Lines in flight at once per worker, over all the batches it runs.
+    concurrency: PositiveInt = 4
+    # Lines started per second per worker; 0 = as fast as ``concurrency`` allows.
+    lines_per_second: NonNegativeFloat = 10.0
+    # Share of the price taken off batch lines: 0.5 bills them at half price.
+    discount: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
+    # Tries per line for retryable answers (429 other than a spent budget, 5xx).
+    max_attempts: PositiveInt = 3
+    retry_backoff_s: NonNegativeFloat = 1.0
+    # A worker holds a batch for this long and renews it every third of it; a replica that
+    # dies loses its batches to another after at most this.
+    lease_s: PositiveFloat = 30.0
+    poll_s: PositiveFloat = 1.0  # how often a worker looks for batches to run
+    max_active_per_worker: PositiveInt = 2
+    max_lines: PositiveInt = 50_000  # per input file
+
+
 class CorsConfig(_Strict, frozen=True):
     allow_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
     max_age_s: int = 600
@@ -227,6 +275,8 @@ class Settings(_Strict, frozen=True):
     pricing: PricingConfig = msgspec.field(default_factory=PricingConfig)
     usage: UsageConfig = msgspec.field(default_factory=UsageConfig)
     image_fetch: ImageFetchConfig = msgspec.field(default_factory=ImageFetchConfig)
+    files: FilesConfig = msgspec.field(default_factory=FilesConfig)
+    batches: BatchesConfig = msgspec.field(default_factory=BatchesConfig)
     shutdown_grace_s: NonNegativeFloat = 30.0
     # Idle client connections are kept this long. Longer than clients' own idle limits (httpx
     # 5 s, aiohttp 15 s, most load balancers 60 s), so the client always closes first and

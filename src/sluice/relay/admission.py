@@ -26,7 +26,23 @@ from sluice.relay.model_access import check_model
 from sluice.relay.multipart import SpooledForm, read_multipart
 from sluice.state import AppState
 
-__all__ = ["Admission", "admit", "authenticate", "count_request", "refuse_early"]
+__all__ = [
+    "Admission",
+    "FULL_PRICE_PPM",
+    "INTERNAL_KEY_SCOPE",
+    "PRICE_PPM_SCOPE",
+    "admit",
+    "authenticate",
+    "count_request",
+    "refuse_early",
+]
+
+# Set only by Sluice's own in-process calls (sluice.batches): an ASGI scope key, which no client
+# can send (headers and paths are all a client controls). The key the batch was created with,
+# and the share of the price its lines are billed at, in parts per million.
+INTERNAL_KEY_SCOPE = "sluice.internal_key"
+PRICE_PPM_SCOPE = "sluice.price_ppm"
+FULL_PRICE_PPM = 1_000_000
 
 _PROMPT_MARGIN_TOKENS = 16
 
@@ -51,9 +67,17 @@ class Admission:
     dialect: Dialect | None = None
     # A multipart request's form (its spooled files are closed when the request is over).
     upload: SpooledForm | None = None
+    price_ppm: int = FULL_PRICE_PPM  # batch lines: billed at a discount (relay/billing.py)
 
 
 async def authenticate(state: AppState, request: Request) -> KeyRecord:
+    internal = request.scope.get(INTERNAL_KEY_SCOPE)
+    if isinstance(internal, KeyRecord):
+        # A batch line: its key passed the address check when the batch was created, and is
+        # refused here if it has since been disabled or has expired (check_key's first tests).
+        if internal.disabled or internal.is_expired():
+            check_key(internal, None)
+        return internal
     secret = extract_key(
         request.headers.get("authorization"),
         request.headers.get("x-api-key") or request.headers.get("api-key"),
@@ -98,6 +122,17 @@ async def _read_body(
     return body, raw, None
 
 
+@dataclass(frozen=True, slots=True)
+class _Arrival:
+    """What is known of a request before its body: who sent it, when, at what price share."""
+
+    request_id: str
+    key: KeyRecord
+    started: float  # perf_counter
+    created_at: float  # wall clock
+    price_ppm: int
+
+
 async def admit(
     state: AppState, request: Request, spec: EndpointSpec, dialect: Dialect | None = None
 ) -> Admission:
@@ -106,11 +141,11 @@ async def admit(
     request_id = request_id_of(request)
     key = await authenticate(state, request)
     refuse_early(state, key)  # before the body is read, parsed or tokenised
+    price_ppm = request.scope.get(PRICE_PPM_SCOPE, FULL_PRICE_PPM)
+    arrival = _Arrival(request_id, key, started, created_at, price_ppm)
     body, raw, upload = await _read_body(state, request, spec, dialect)
     try:
-        return await _admit_body(
-            state, spec, dialect, key, body, raw, upload, request_id, started, created_at
-        )
+        return await _admit_body(state, spec, dialect, arrival, body, raw, upload)
     except BaseException:
         if upload is not None:
             await upload.close()
@@ -121,14 +156,12 @@ async def _admit_body(
     state: AppState,
     spec: EndpointSpec,
     dialect: Dialect | None,
-    key: KeyRecord,
+    arrival: _Arrival,
     body: Any,
     raw: bytes,
     upload: SpooledForm | None,
-    request_id: str,
-    started: float,
-    created_at: float,
 ) -> Admission:
+    key = arrival.key
     view = await state.offload.run(len(raw), lambda: spec.validate(body))
     if spec.with_defaults is not None:
         completed = spec.with_defaults(body)
@@ -160,9 +193,11 @@ async def _admit_body(
     cost_bound = rate.cost(
         UsageTokens(prompt=prompt_allowance, completion=completion_allowance, units=estimate.units)
     )
-    hold = await state.admission.admit(key, request_id, reserved_tokens, cost_bound)
+    if arrival.price_ppm != FULL_PRICE_PPM:
+        cost_bound = cost_bound * arrival.price_ppm // FULL_PRICE_PPM
+    hold = await state.admission.admit(key, arrival.request_id, reserved_tokens, cost_bound)
     return Admission(
-        request_id=request_id,
+        request_id=arrival.request_id,
         key=key,
         spec=spec,
         view=view,
@@ -173,9 +208,10 @@ async def _admit_body(
         reserved_tokens=reserved_tokens,
         hold=hold,
         limit_headers=hold.headers,
-        started=started,
-        created_at=created_at,
+        started=arrival.started,
+        created_at=arrival.created_at,
         estimate=estimate,
         dialect=dialect,
         upload=upload,
+        price_ppm=arrival.price_ppm,
     )

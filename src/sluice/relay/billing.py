@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from sluice.core import MeteredUnits, UsageTokens
-from sluice.relay.admission import Admission
+from sluice.relay.admission import FULL_PRICE_PPM, Admission
 from sluice.state import AppState
 from sluice.storage.usage_sink import UsageRow
 
@@ -81,6 +81,8 @@ async def _settled(state: AppState, admission: Admission, outcome: Outcome) -> U
         units=admission.spec.units is not None,
     )
     cost = rate.cost(usage)
+    if admission.price_ppm != FULL_PRICE_PPM:  # batch lines (sluice.batches): discounted
+        cost = cost * admission.price_ppm // FULL_PRICE_PPM
     if outcome.bill_reservation and admission.hold.amount > cost:
         usage, cost = _reserved_usage(admission), admission.hold.amount
     await state.admission.settle(admission.hold, cost, usage.prompt + usage.completion)

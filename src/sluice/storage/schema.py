@@ -19,7 +19,17 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["metadata", "api_keys", "key_changes", "usage", "usage_daily", "UNIT_COLUMNS"]
+__all__ = [
+    "metadata",
+    "api_keys",
+    "key_changes",
+    "usage",
+    "usage_daily",
+    "files",
+    "batches",
+    "batch_lines",
+    "UNIT_COLUMNS",
+]
 
 # Counts of the metered units besides tokens, on usage rows and daily totals (migration 0004).
 UNIT_COLUMNS = ("images", "audio_seconds", "characters", "search_units", "calls")
@@ -110,4 +120,71 @@ usage_daily = Table(
     Column("characters", BigInteger, nullable=False, server_default="0"),
     Column("search_units", BigInteger, nullable=False, server_default="0"),
     Column("calls", BigInteger, nullable=False, server_default="0"),
+)
+
+
+# Migration 0009: the Batch API. Files are owned by the key that uploaded them (or whose batch
+# wrote them); their bytes live in the files storage backend under ``storage_name``.
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("key_id", String(32), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("filename", String(255), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("storage_name", String(200), nullable=False),
+    Column("line_count", Integer, nullable=True),  # batch input: validated lines
+    Column("urls", Text, nullable=True),  # batch input: the distinct line urls (JSON list)
+    Column("created_at", Float, nullable=False),
+    Index("ix_files_key_created", "key_id", "created_at"),
+)
+
+# One batch; ``lease_owner``/``lease_until`` say which worker runs it (a conditional UPDATE takes
+# it), ``price_ppm`` the share of the price its lines are billed at (fixed at creation).
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("key_id", String(32), nullable=False),
+    Column("endpoint", String(64), nullable=False),
+    Column("input_file_id", String(40), nullable=False),
+    Column("completion_window", String(8), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("metadata", Text, nullable=True),
+    Column("errors", Text, nullable=True),
+    Column("price_ppm", Integer, nullable=False),
+    Column("total", Integer, nullable=False, server_default="0"),
+    Column("completed", Integer, nullable=False, server_default="0"),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("output_file_id", String(40), nullable=True),
+    Column("error_file_id", String(40), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("in_progress_at", Float, nullable=True),
+    Column("finalizing_at", Float, nullable=True),
+    Column("completed_at", Float, nullable=True),
+    Column("failed_at", Float, nullable=True),
+    Column("expired_at", Float, nullable=True),
+    Column("cancelling_at", Float, nullable=True),
+    Column("cancelled_at", Float, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", Float, nullable=True),
+    Index("ix_batches_key_created", "key_id", "created_at"),
+    Index("ix_batches_status", "status"),
+)
+
+# One row per line that was started: the primary key makes a line start once, whichever worker
+# gets there first; ``result`` is its line of the output or error file once it has ended.
+batch_lines = Table(
+    "batch_lines",
+    metadata,
+    Column("batch_id", String(40), primary_key=True),
+    Column("line_no", Integer, primary_key=True, autoincrement=False),
+    Column("custom_id", Text, nullable=False),
+    Column("state", String(12), nullable=False),  # running | succeeded | failed
+    Column("owner", String(64), nullable=False),
+    Column("result", Text, nullable=True),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
 )

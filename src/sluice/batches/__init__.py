@@ -1,0 +1,1 @@
+"""The Batch API: batches of relay requests that Sluice runs itself, through its own relay."""
