@@ -54,6 +54,7 @@ from sluice.relay.routes import relay_routes
 from sluice.runtime import flush_logs_forever, tune_gc
 from sluice.settings import ConfigError, Settings, load_settings, resolve_config_path
 from sluice.state import AppState, build_state
+from sluice.tasks.routes import start_tasks, task_routes
 
 __all__ = ["create_app", "app_from_env", "ENV_LOCAL_ENDPOINTS", "ENV_ADMIN_KEY_HASH"]
 
@@ -179,6 +180,9 @@ def create_app(
         batches = app.state.batches = start_batches(app, state)  # Files and Batch APIs
         _install_reload_signal(state)
         tasks = [asyncio.create_task(run_probe_loop(state), name="health-probes")]
+        poller = start_tasks(app, state)  # Midjourney, Suno, video tasks (sluice.tasks)
+        if poller is not None:
+            tasks.append(poller)
         if multiprocessing.parent_process() is not None:  # a uvicorn worker process
             tasks.append(asyncio.create_task(_exit_with_parent(os.getppid()), name="watchdog"))
         if server_process:
@@ -207,6 +211,7 @@ def create_app(
         *hot_routes,
         *file_routes(),
         *batch_routes(),
+        *task_routes(),
         *admin_routes(),
     ]
     middleware = [

@@ -30,6 +30,7 @@ from sluice.providers.configs import (
     owners_of_field,
     type_name,
 )
+from sluice.tasks.config import TasksConfig
 from sluice.validation_errors import split_validation_error
 
 __all__ = [
@@ -277,6 +278,7 @@ class Settings(_Strict, frozen=True):
     image_fetch: ImageFetchConfig = msgspec.field(default_factory=ImageFetchConfig)
     files: FilesConfig = msgspec.field(default_factory=FilesConfig)
     batches: BatchesConfig = msgspec.field(default_factory=BatchesConfig)
+    tasks: TasksConfig = msgspec.field(default_factory=TasksConfig)  # Midjourney, Suno, video
     shutdown_grace_s: NonNegativeFloat = 30.0
     # Idle client connections are kept this long. Longer than clients' own idle limits (httpx
     # 5 s, aiohttp 15 s, most load balancers 60 s), so the client always closes first and

@@ -18,9 +18,11 @@ from sluice.providers.configs import (
     GeminiConfig,
     ImageInliningConfig,
     LocalConfig,
+    MidjourneyProxyConfig,
     OpenAICompatibleConfig,
     OpenAIConfig,
     OpenAIWireConfig,
+    SunoApiConfig,
     owners_of_field,
     type_name,
 )
@@ -40,6 +42,14 @@ OWN_FIELDS: dict[str, tuple[type[ChannelConfig], dict[str, Any]]] = {
     "azure": (AzureConfig, {"stream_usage": False, "api_version": "2025-01-01-preview"}),
     "anthropic": (AnthropicConfig, {"allow_private_image_urls": True}),
     "gemini": (GeminiConfig, {"allow_private_image_urls": True, "safety_settings": SAFETY}),
+    "midjourney-proxy": (
+        MidjourneyProxyConfig,
+        {"poll_interval_s": 2.0, "proxy_results": True, "upstream_callbacks": True},
+    ),
+    "suno-api": (
+        SunoApiConfig,
+        {"poll_interval_s": 2.0, "proxy_results": True, "upstream_callbacks": True},
+    ),
 }
 TYPE_SPECIFIC = sorted({field for _, fields in OWN_FIELDS.values() for field in fields})
 
@@ -67,6 +77,7 @@ def test_each_type_parses_with_its_own_fields(kind: str) -> None:
     defaults = {
         "stream_usage": True, "allow_private_image_urls": False, "safety_settings": [],
         "model_path": None, "port": None, "context_size": 2048, "api_version": None,
+        "poll_interval_s": 5.0, "proxy_results": False, "upstream_callbacks": False,
     }  # fmt: skip
     for field in own:
         assert getattr(bare, field) == defaults[field]
@@ -79,7 +90,12 @@ def test_each_type_parses_with_its_own_fields(kind: str) -> None:
 def test_a_field_of_another_type_is_refused_naming_the_field_and_the_type(
     kind: str, field: str
 ) -> None:
-    value = {**OWN_FIELDS["local"][1], **OWN_FIELDS["azure"][1], **OWN_FIELDS["gemini"][1]}[field]
+    value = {
+        **OWN_FIELDS["local"][1],
+        **OWN_FIELDS["azure"][1],
+        **OWN_FIELDS["gemini"][1],
+        **OWN_FIELDS["suno-api"][1],
+    }[field]
     channels = [{"name": "ok", "type": "openai"}, {"name": "c", "type": kind, field: value}]
     with pytest.raises(ConfigError) as raised:
         parse_settings({"channels": channels})
@@ -107,7 +123,7 @@ def test_a_field_of_no_type_is_still_an_unknown_field() -> None:
 
 
 def test_a_missing_or_unknown_type_lists_the_types() -> None:
-    every = "anthropic, azure, gemini, local, openai, openai-compatible"
+    every = "anthropic, azure, gemini, local, midjourney-proxy, openai, openai-compatible, suno-api"
     with pytest.raises(ConfigError) as raised:
         parse_channel({"name": "c"})
     assert f"channels[0]: Object missing required field `type` (one of: {every})" in str(
@@ -139,6 +155,8 @@ CAPABILITIES: dict[str, tuple[set[str], bool, bool, bool, bool, bool]] = {
     "azure": ({"chat", "completions", "embeddings"}, True, True, False, True, False),
     "anthropic": ({"chat"}, True, True, False, False, True),
     "gemini": ({"chat", "embeddings"}, True, True, False, False, True),
+    "midjourney-proxy": (set(), False, True, False, False, False),
+    "suno-api": (set(), False, True, False, False, False),
 }  # fmt: skip
 
 
@@ -158,6 +176,7 @@ def test_only_azure_and_gemini_put_the_model_in_the_url_path() -> None:
     paths = {type_name(c): c(name="c").path_model("models/a b") for c in CHANNEL_CONFIGS}
     assert paths == {
         "openai": None, "openai-compatible": None, "local": None, "anthropic": None,
+        "midjourney-proxy": None, "suno-api": None,
         "azure": "models/a b",  # a deployment name, taken as it is
         "gemini": "a b",  # Gemini's adapter strips the resource prefix
     }  # fmt: skip

@@ -47,9 +47,12 @@ __all__ = [
     "GeminiConfig",
     "ImageInliningConfig",
     "LocalConfig",
+    "MidjourneyProxyConfig",
     "OpenAICompatibleConfig",
     "OpenAIConfig",
     "OpenAIWireConfig",
+    "SunoApiConfig",
+    "TaskChannelConfig",
     "owners_of_field",
     "type_name",
 ]
@@ -83,6 +86,8 @@ class Capabilities:
     needs_base_url: bool = True
     # Sluice starts the upstream itself (llama.cpp child process) and routes to its address.
     managed_server: bool = False
+    # Asynchronous task kinds the channel runs (``sluice.tasks``): "midjourney", "suno", "video".
+    task_kinds: frozenset[str] = frozenset()
 
 
 class ChannelConfig(Strict, frozen=True, tag_field="type"):
@@ -160,8 +165,22 @@ class ImageInliningConfig(ChannelConfig, frozen=True):
     allow_private_image_urls: bool = False
 
 
+class TaskChannelConfig(ChannelConfig, frozen=True):
+    """Upstreams that run asynchronous tasks only (no chat): how Sluice follows their tasks."""
+
+    poll_interval_s: PositiveFloat = 5.0  # between two polls of one unfinished task
+    # Result URLs (images, audio) handed to clients as the upstream gave them, or proxied
+    # through Sluice (streamed), which hides the upstream's host from clients.
+    proxy_results: bool = False
+    # Ask the upstream to call Sluice back on progress (needs ``tasks.public_url``); polling
+    # continues at the interval regardless, so a lost callback only delays a task.
+    upstream_callbacks: bool = False
+
+
 class OpenAIConfig(OpenAIWireConfig, frozen=True, tag="openai"):
-    capabilities = Capabilities(endpoints=ALL_ENDPOINTS, openai_wire=True)
+    capabilities = Capabilities(
+        endpoints=ALL_ENDPOINTS, openai_wire=True, task_kinds=frozenset({"video"})
+    )
 
 
 class OpenAICompatibleConfig(OpenAIWireConfig, frozen=True, tag="openai-compatible"):
@@ -190,6 +209,7 @@ class AzureConfig(OpenAIWireConfig, frozen=True, tag="azure"):
         endpoints=frozenset({"chat", "completions", "embeddings"}),
         openai_wire=True,
         lacks=frozenset({"moderations"}),
+        task_kinds=frozenset({"video"}),
     )
 
     api_version: str | None = None
@@ -212,6 +232,23 @@ class GeminiConfig(ImageInliningConfig, frozen=True, tag="gemini"):
         return upstream_model.removeprefix("models/")
 
 
+class MidjourneyProxyConfig(TaskChannelConfig, frozen=True, tag="midjourney-proxy"):
+    """A midjourney-proxy server (or a compatible fork): its ``api_key`` goes in
+    ``mj-api-secret``. Every Midjourney task may go to any such channel (no model list)."""
+
+    capabilities = Capabilities(
+        endpoints=frozenset(), request_id_header=False, task_kinds=frozenset({"midjourney"})
+    )
+
+
+class SunoApiConfig(TaskChannelConfig, frozen=True, tag="suno-api"):
+    """A server speaking the Suno-API protocol (``/suno/submit/*``, ``/suno/fetch``)."""
+
+    capabilities = Capabilities(
+        endpoints=frozenset(), request_id_header=False, task_kinds=frozenset({"suno"})
+    )
+
+
 # What the config file's ``channels`` entries are parsed as. A provider's config joins here;
 # its adapter is tied to it in ``sluice.providers.registry``.
 AnyChannelConfig = (
@@ -221,6 +258,8 @@ AnyChannelConfig = (
     | AzureConfig
     | AnthropicConfig
     | GeminiConfig
+    | MidjourneyProxyConfig
+    | SunoApiConfig
 )
 CHANNEL_CONFIGS: tuple[type[ChannelConfig], ...] = get_args(AnyChannelConfig)
 

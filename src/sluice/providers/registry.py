@@ -20,12 +20,15 @@ from sluice.providers.configs import (
     ChannelConfig,
     GeminiConfig,
     LocalConfig,
+    MidjourneyProxyConfig,
     OpenAICompatibleConfig,
     OpenAIConfig,
+    SunoApiConfig,
     type_name,
 )
 from sluice.providers.gemini import GeminiAdapter
 from sluice.providers.openai import OpenAIAdapter
+from sluice.providers.task_channel import TaskOnlyAdapter
 
 __all__ = ["PROVIDERS", "Provider", "adapter_for", "supported_types"]
 
@@ -56,6 +59,8 @@ PROVIDERS = _providers(
     Provider(AnthropicConfig, lambda c: AnthropicAdapter()),
     Provider(AzureConfig, lambda c: AzureAdapter()),
     Provider(GeminiConfig, lambda c: GeminiAdapter()),
+    Provider(MidjourneyProxyConfig, lambda c: TaskOnlyAdapter("midjourney-proxy")),
+    Provider(SunoApiConfig, lambda c: TaskOnlyAdapter("suno-api")),
 )
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "metadata",
     "api_keys",
     "key_changes",
+    "tasks",
     "usage",
     "usage_daily",
     "files",
@@ -187,4 +188,42 @@ batch_lines = Table(
     Column("result", Text, nullable=True),
     Column("started_at", Float, nullable=False),
     Column("finished_at", Float, nullable=True),
+)
+
+# Migration 0008: asynchronous tasks (Midjourney, Suno, video; sluice.tasks). Sluice's own id;
+# the upstream's is never shown. ``reserved_micro`` was charged to the key's spend at submit and
+# is corrected to ``cost_micro`` when the task ends (docs/tasks.md). One replica at a time
+# polls an unfinished task: the one whose ``lease_until`` lies ahead.
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("key_id", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("mode", String(16), nullable=True),
+    Column("model", String(200), nullable=False),
+    Column("channel", String(100), nullable=False),
+    Column("upstream_id", String(200), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("progress", Integer, nullable=False, server_default="0"),
+    Column("request", Text, nullable=False, server_default="{}"),
+    Column("result", Text, nullable=False, server_default="{}"),
+    Column("fail_reason", Text, nullable=True),
+    Column("reserved_micro", BigInteger, nullable=False, server_default="0"),
+    Column("cost_micro", BigInteger, nullable=True),
+    Column("units", Integer, nullable=False, server_default="1"),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", Float, nullable=True),
+    Column("next_poll_at", Float, nullable=True),
+    Column("callback_url", Text, nullable=True),
+    Column("callback_secret", String(64), nullable=False, server_default=""),
+    Column("notified", String(16), nullable=False, server_default=""),
+    Column("deleted_at", Float, nullable=True),  # DELETE /v1/videos/{id}: hidden, row kept
+    Index("ix_tasks_key_created", "key_id", "created_at"),
+    Index("ix_tasks_due", "finished_at", "next_poll_at"),
 )
