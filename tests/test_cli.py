@@ -87,6 +87,7 @@ def test_usage_table_of_chat_only_rows_is_unchanged(
 def test_usage_json_carries_every_unit(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (total,) = orjson.loads("\n".join(_usage(config, capsys, "--json")))
     assert {u: total[u] for u in UNIT_COLUMNS} == {
-        "images": 3, "audio_seconds": 0, "characters": 4096, "search_units": 0, "calls": 0
+        "images": 3, "audio_seconds": 0, "characters": 4096, "search_units": 0, "calls": 0,
+        "video_seconds": 0,
     }  # fmt: skip
     assert total["requests"] == 3 and total["cost_micro"] == 301_463

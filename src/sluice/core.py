@@ -48,6 +48,7 @@ class MeteredUnits:
     characters: int = 0  # text-to-speech input
     search_units: int = 0  # rerank: one query with up to 100 documents
     calls: int = 0  # requests or tasks billed at a fixed price each
+    video_seconds: int = 0  # generated video, priced by model and size
 
 
 @dataclass(frozen=True, slots=True)

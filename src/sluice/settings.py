@@ -84,13 +84,21 @@ class ModelPrice(_Strict, frozen=True):
     per_1m_characters: NonNegativeFloat | None = None
     per_search_unit: NonNegativeFloat | None = None
     per_call: NonNegativeFloat | None = None
+    per_video_second: NonNegativeFloat | None = None
 
     def __post_init__(self) -> None:
-        units = (self.per_audio_second, self.per_1m_characters, self.per_search_unit, self.per_call)
+        units = (
+            self.per_audio_second,
+            self.per_1m_characters,
+            self.per_search_unit,
+            self.per_call,
+            self.per_video_second,
+        )
         if self.input is None and not self.per_image and all(u is None for u in units):
             raise ValueError(
                 "a price needs input (USD per 1M tokens) or a per-unit price "
-                "(per_image, per_audio_second, per_1m_characters, per_search_unit, per_call)"
+                "(per_image, per_audio_second, per_1m_characters, per_search_unit, per_call, "
+                "per_video_second)"
             )
 
 

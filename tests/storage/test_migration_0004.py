@@ -10,8 +10,9 @@ from sqlalchemy import inspect, text
 
 from sluice.storage.db import create_engine
 from sluice.storage.migrate import _alembic_config, current_revision, upgrade_database
-from sluice.storage.schema import UNIT_COLUMNS
 
+# The unit columns 0004 adds (later migrations add more: 0010 video_seconds).
+UNIT_COLUMNS = ("images", "audio_seconds", "characters", "search_units", "calls")
 _USAGE = (
     "INSERT INTO usage (request_id, key_id, endpoint, model, prompt_tokens, cached_tokens, "
     "completion_tokens, cost_micro, status, latency_ms, stream, created_at) "

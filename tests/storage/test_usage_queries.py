@@ -40,6 +40,7 @@ async def test_reports_sum_units_across_live_rows_and_pruned_days(database_url: 
             _row(key_id, "whisper-1", 1, 6_000, audio_seconds=60),
             _row(key_id, "rerank-v3.5", 0, 6_000, search_units=3, calls=1),
             _row(key_id, "gpt-4o", 0, 23),
+            _row(key_id, "sora-2", 1, 800_000, video_seconds=8),
         ]:
             sink.record(row)
         await sink.close()
@@ -53,19 +54,20 @@ async def test_reports_sum_units_across_live_rows_and_pruned_days(database_url: 
         def units(model: str) -> tuple[int, ...]:
             return tuple(by_model[model][u] for u in UNIT_COLUMNS)
 
-        assert units("dall-e-3") == (3, 0, 0, 0, 0)
-        assert units("tts-1") == (0, 0, 5096, 0, 0)
-        assert units("whisper-1") == (0, 60, 0, 0, 0)
-        assert units("rerank-v3.5") == (0, 0, 0, 3, 1)
-        assert units("gpt-4o") == (0, 0, 0, 0, 0)
+        assert units("dall-e-3") == (3, 0, 0, 0, 0, 0)
+        assert units("tts-1") == (0, 0, 5096, 0, 0, 0)
+        assert units("whisper-1") == (0, 60, 0, 0, 0, 0)
+        assert units("rerank-v3.5") == (0, 0, 0, 3, 1, 0)
+        assert units("gpt-4o") == (0, 0, 0, 0, 0, 0)
+        assert units("sora-2") == (0, 0, 0, 0, 0, 8)
         (total,) = await queries.summary(UsageFilter(), None)
-        assert tuple(total[u] for u in UNIT_COLUMNS) == (3, 60, 5096, 3, 1)
-        assert total["requests"] == 7 and total["cost_micro"] == 313_478
+        assert tuple(total[u] for u in UNIT_COLUMNS) == (3, 60, 5096, 3, 1, 8)
+        assert total["requests"] == 8 and total["cost_micro"] == 1_113_478
         by_day = await queries.summary(UsageFilter(), "day")
         assert [(r["day"], r["images"], r["characters"]) for r in by_day] == [
             ("2026-03-01", 1, 4096),
             ("2026-03-02", 2, 1000),
         ]
-        assert await queries.cost_micro(UsageFilter(key_id=key_id)) == 313_478
+        assert await queries.cost_micro(UsageFilter(key_id=key_id)) == 1_113_478
     finally:
         await engine.dispose()

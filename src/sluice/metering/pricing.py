@@ -61,6 +61,7 @@ class UnitRates:
     character: int = 0
     search_unit: int = 0
     call: int = 0
+    video_second: int = 0
 
     def image_rate(self, variant: str) -> int:
         """The exact ``SIZE/QUALITY``, then the ``SIZE`` alone, then the dearest listed image:
@@ -80,6 +81,7 @@ class UnitRates:
             + units.characters * self.character
             + units.search_units * self.search_unit
             + units.calls * self.call
+            + units.video_seconds * self.video_second
         )
         if units.images:
             total += units.images * self.image_rate(units.image_variant)
@@ -95,6 +97,7 @@ class UnitRates:
             max(self.character, other.character),
             max(self.search_unit, other.search_unit),
             max(self.call, other.call),
+            max(self.video_second, other.video_second),
         )
 
     @classmethod
@@ -105,6 +108,7 @@ class UnitRates:
             character=_micro_per_million(price.per_1m_characters, per=_MICRO),
             search_unit=_micro_per_million(price.per_search_unit),
             call=_micro_per_million(price.per_call),
+            video_second=_micro_per_million(price.per_video_second),
         )
         # The shared instance when nothing but tokens is priced: ``is`` tests it cheaply.
         return NO_UNIT_RATES if rates == NO_UNIT_RATES else rates

@@ -118,6 +118,7 @@ def _record_units(row: UsageRow, units: MeteredUnits) -> None:
     row.characters = units.characters
     row.search_units = units.search_units
     row.calls = units.calls
+    row.video_seconds = units.video_seconds
 
 
 def _observe(state: AppState, row: UsageRow) -> None:

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 # Counts of the metered units besides tokens, on usage rows and daily totals (migration 0004).
-UNIT_COLUMNS = ("images", "audio_seconds", "characters", "search_units", "calls")
+UNIT_COLUMNS = ("images", "audio_seconds", "characters", "search_units", "calls", "video_seconds")
 
 metadata = MetaData()
 
@@ -98,6 +98,7 @@ usage = Table(
     Column("characters", Integer, nullable=False, server_default="0"),
     Column("search_units", Integer, nullable=False, server_default="0"),
     Column("calls", Integer, nullable=False, server_default="0"),
+    Column("video_seconds", Integer, nullable=False, server_default="0"),  # migration 0010
     Index("ix_usage_key_created", "key_id", "created_at"),
     Index("ix_usage_created", "created_at"),
     Index("ix_usage_request_id", "request_id"),
@@ -121,6 +122,7 @@ usage_daily = Table(
     Column("characters", BigInteger, nullable=False, server_default="0"),
     Column("search_units", BigInteger, nullable=False, server_default="0"),
     Column("calls", BigInteger, nullable=False, server_default="0"),
+    Column("video_seconds", BigInteger, nullable=False, server_default="0"),
 )
 
 

@@ -50,12 +50,18 @@ class UsageRow:
     characters: int = 0
     search_units: int = 0
     calls: int = 0
+    video_seconds: int = 0
 
     @property
     def metered(self) -> bool:
         """Whether the row counts any unit besides tokens."""
         return bool(
-            self.images or self.audio_seconds or self.characters or self.search_units or self.calls
+            self.images
+            or self.audio_seconds
+            or self.characters
+            or self.search_units
+            or self.calls
+            or self.video_seconds
         )
 
 

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sluice.core import MeteredUnits
+
 __all__ = [
     "Accepted",
     "FINAL_STATES",
@@ -105,3 +107,10 @@ class TaskRow:
 
     def age_s(self, now: float | None = None) -> float:
         return (time.time() if now is None else now) - self.created_at
+
+
+def metered_units(kind: str, units: int) -> MeteredUnits:
+    """What a task of ``kind`` is priced by: seconds of video, else one call per task."""
+    if kind == "video":
+        return MeteredUnits(video_seconds=units)
+    return MeteredUnits(calls=units)

@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from sluice.core import MeteredUnits, UpstreamRequest, UsageTokens
+from sluice.core import UpstreamRequest, UsageTokens
 from sluice.errors import PermissionDenied, ServiceUnavailable
 from sluice.keys import KeyRecord
 from sluice.metering.quota import Reservation
@@ -32,7 +32,14 @@ from sluice.routing import Channel
 from sluice.state import AppState
 from sluice.tasks.callbacks import Notifier
 from sluice.tasks.config import TasksConfig
-from sluice.tasks.model import Accepted, Snapshot, SubmitRefused, TaskRow, new_task_id
+from sluice.tasks.model import (
+    Accepted,
+    Snapshot,
+    SubmitRefused,
+    TaskRow,
+    metered_units,
+    new_task_id,
+)
 from sluice.tasks.protocol import Links, TaskProtocol
 from sluice.tasks.store import Ending, TaskStore, usage_endpoint
 from sluice.upstream import BodyTooLarge, UpstreamUnavailable, read_body
@@ -127,7 +134,9 @@ class TaskService:
 
     # -- price ----------------------------------------------------------------------------
 
-    def price(self, key: KeyRecord, model: str, units: int, priced_as: str | None = None) -> int:
+    def price(
+        self, key: KeyRecord, kind: str, model: str, units: int, priced_as: str | None = None
+    ) -> int:
         if not key.allows_model(model):
             raise PermissionDenied(
                 f"This API key is not allowed to use the model '{model}'.",
@@ -136,12 +145,12 @@ class TaskService:
             )
         prices = self.state.prices
         rate = prices.find(priced_as or model) or prices.unpriced(model)
-        return rate.cost(UsageTokens(units=MeteredUnits(calls=units)))
+        return rate.cost(UsageTokens(units=metered_units(kind, units)))
 
     # -- submit ---------------------------------------------------------------------------
 
     async def submit(self, sub: Submission) -> TaskRow | SubmitRefused:
-        amount = self.price(sub.key, sub.model, sub.units, sub.priced_as)
+        amount = self.price(sub.key, sub.kind, sub.model, sub.units, sub.priced_as)
         task_id = new_task_id(sub.kind)
         hook_secret = secrets.token_hex(16)  # the upstream's callbacks for this task carry it
         if sub.pinned is not None:

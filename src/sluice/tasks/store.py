@@ -27,7 +27,7 @@ from sqlalchemy.engine import RowMapping
 
 from sluice.storage.aio import AsyncEngine
 from sluice.storage.schema import api_keys, tasks, usage
-from sluice.tasks.model import Snapshot, TaskRow
+from sluice.tasks.model import Snapshot, TaskRow, metered_units
 
 __all__ = ["Ending", "TaskStore", "usage_endpoint"]
 
@@ -267,6 +267,11 @@ def _usage_values(row: TaskRow, ending: Ending, now: float) -> dict[str, Any]:
         "ttft_ms": None,
         "stream": False,
         "created_at": now,
-        # One task; what it was priced by (seconds of video) is the task row's ``units``.
-        "calls": 1 if success else 0,
+        # What it was priced by: one call, or its seconds of video (only when it succeeded).
+        **_unit_columns(row, success),
     }
+
+
+def _unit_columns(row: TaskRow, success: bool) -> dict[str, int]:
+    units = metered_units(row.kind, row.units if success else 0)
+    return {"calls": units.calls, "video_seconds": units.video_seconds}
