@@ -32,6 +32,10 @@ DATA_FILES = (
     "sluice/storage/migrations/env.py",
     "sluice/storage/migrations/versions/0001_initial.py",
     "sluice/py.typed",
+    "sluice/storage/migrations/versions/0006_runtime_channels.py",
+    "sluice/console/templates/base.html",
+    "sluice/console/static/console.css",
+    "sluice/console/static/console.js",
 )
 
 
@@ -138,6 +142,10 @@ def test_installed_wheel_serves_a_request(tmp_path: Path, fake_openai: FakeOpenA
             timeout=30,
         )
         assert reply.status_code == 200, reply.text
+        # the console's templates and static files are read from the installed package
+        page = httpx.get(f"{url}/console/sign-in", timeout=30)
+        assert page.status_code == 200 and "<form" in page.text
+        assert httpx.get(f"{url}/console/static/console.css", timeout=30).status_code == 200
         assert reply.json()["usage"]["total_tokens"] > 0
     finally:
         process.terminate()

@@ -28,8 +28,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sluice.admin.api import admin_routes
+from sluice.admin.channels_api import channels_api_routes
+from sluice.admin.usage_api import usage_api_routes
 from sluice.batches.lifecycle import close_batches, start_batches
 from sluice.batches.routes import batch_routes
+from sluice.console.routes import console_routes
+from sluice.console.web import Console
+from sluice.data_dir import state_dir
 from sluice.endpoints import EndpointRegistry, EndpointSpec, default_specs
 from sluice.errors import (
     InternalError,
@@ -52,9 +57,12 @@ from sluice.relay.fast_path import RelayFastPath, fast_post_routes
 from sluice.relay.http import JSON_TYPE, json_response, request_id_of
 from sluice.relay.routes import relay_routes
 from sluice.runtime import flush_logs_forever, tune_gc
+from sluice.runtime_channels import RuntimeChannels
+from sluice.secret_box import load_box
 from sluice.settings import ConfigError, Settings, load_settings, resolve_config_path
 from sluice.state import AppState, build_state
-from sluice.tasks.routes import start_tasks, task_routes
+from sluice.storage.channel_store import ChannelStore
+from sluice.tasks.routes import start_tasks, stop_tasks, task_routes
 
 __all__ = ["create_app", "app_from_env", "ENV_LOCAL_ENDPOINTS", "ENV_ADMIN_KEY_HASH"]
 
@@ -147,6 +155,18 @@ def _install_reload_signal(state: AppState) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
 
 
+def _runtime_channels(state: AppState) -> RuntimeChannels:
+    settings = state.settings
+    configured = settings.secrets_key.get_secret_value() if settings.secrets_key else None
+    return RuntimeChannels(
+        ChannelStore(state.engine),
+        lambda: load_box(configured, state_dir(settings)),
+        state.set_runtime_channels,
+        lambda: {c.name for c in state.settings.channels},
+        settings.console.channel_poll_s,
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -176,13 +196,13 @@ def create_app(
             await upgrade_database(state.engine)
         await asyncio.to_thread(state.tokens.warm_up)
         await state.start()  # usage sink; Redis connection and invalidation listener if set
+        channels = state.channel_service = _runtime_channels(state)
+        await channels.start()  # stored channels routed before the first request
         app.state.sluice = state
         batches = app.state.batches = start_batches(app, state)  # Files and Batch APIs
         _install_reload_signal(state)
         tasks = [asyncio.create_task(run_probe_loop(state), name="health-probes")]
         poller = start_tasks(app, state)  # Midjourney, Suno, video tasks (sluice.tasks)
-        if poller is not None:
-            tasks.append(poller)
         if multiprocessing.parent_process() is not None:  # a uvicorn worker process
             tasks.append(asyncio.create_task(_exit_with_parent(os.getppid()), name="watchdog"))
         if server_process:
@@ -192,10 +212,12 @@ def create_app(
             yield
         finally:
             await close_batches(batches)  # lines in flight finish before the state closes
+            await stop_tasks(app, poller)
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await channels.close()
             await state.close()
             state.metrics.close()
             flush_access_log()
@@ -212,8 +234,17 @@ def create_app(
         *file_routes(),
         *batch_routes(),
         *task_routes(),
+        *usage_api_routes(),  # before admin_routes: /admin/usage/{...} paths
+        *channels_api_routes(),
         *admin_routes(),
     ]
+    console = Console(
+        key_hash,
+        settings.console.session_ttl_s,
+        secure_always=settings.console.secure_cookies == "always",
+    )
+    if settings.console.enabled:
+        routes += console_routes(console)
     middleware = [
         # Outermost: every response, CORS preflights and errors included, gets a request id.
         Middleware(AccessLogMiddleware, log_bodies=settings.log_bodies),
@@ -241,7 +272,7 @@ def create_app(
         # First of all: the access log, allow-lists and throttles see the client behind them.
         trusted = TrustedProxies(settings.trusted_proxies)
         middleware.insert(0, Middleware(ForwardedForMiddleware, trusted=trusted))
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
@@ -251,6 +282,8 @@ def create_app(
             Exception: _unexpected,
         },
     )
+    app.state.console = console  # sessions, templates and static files of sluice.console
+    return app
 
 
 def app_from_env() -> Starlette:

@@ -14,12 +14,13 @@ import uvicorn
 
 from sluice.admin.key_file import resolve_admin_key
 from sluice.app import ENV_ADMIN_KEY_HASH, ENV_LOCAL_ENDPOINTS
+from sluice.data_dir import state_dir
 from sluice.local_model import LocalModelServer, smollm2_model_path
 from sluice.observability.metrics import MULTIPROC_ENV
 from sluice.providers.configs import LocalConfig
 from sluice.server_protocol import uvicorn_options
 from sluice.settings import LOCAL_MODEL_NAME, ConfigError, Settings, load_settings
-from sluice.storage.db import create_engine, is_sqlite
+from sluice.storage.db import create_engine
 from sluice.storage.key_store import KeyStore
 from sluice.storage.migrate import upgrade_database
 from sluice.workers import WorkerPool, reuse_port_supported
@@ -27,15 +28,6 @@ from sluice.workers import WorkerPool, reuse_port_supported
 __all__ = ["serve", "state_dir"]
 
 _DEMO_KEY_NAME = "demo"
-
-
-def state_dir(settings: Settings) -> Path:
-    """Where Sluice keeps local files: next to the SQLite database, else ./.sluice."""
-    if is_sqlite(settings.database_url):
-        path = settings.database_url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            return Path(path).expanduser().resolve().parent
-    return Path(".sluice").resolve()
 
 
 async def _prepare_database(settings: Settings, demo_key: bool) -> str | None:
@@ -79,7 +71,10 @@ def _start_local_models(settings: Settings) -> tuple[dict[str, str], list[LocalM
 
 def _banner(host: str, port: int, demo_key: str | None, admin_note: str | None, model: str) -> str:
     base = f"http://{host}:{port}"
-    lines = [f"Sluice is listening on {base}  (OpenAI base_url: {base}/v1)"]
+    lines = [
+        f"Sluice is listening on {base}  (OpenAI base_url: {base}/v1)",
+        f"Console: {base}/console  (sign in with the admin key, or a key holder's sk- key)",
+    ]
     if admin_note:
         lines.append(admin_note)
     if demo_key:

@@ -262,10 +262,27 @@ class CorsConfig(_Strict, frozen=True):
     max_age_s: int = 600
 
 
+class ConsoleConfig(_Strict, frozen=True):
+    """The web console at /console (sluice.console)."""
+
+    enabled: bool = True
+    # How long a console sign-in lasts; the cookie and its signature expire together.
+    session_ttl_s: PositiveFloat = 12 * 3600.0
+    # How often each server reads the runtime channel version (changes made elsewhere).
+    channel_poll_s: PositiveFloat = 0.5
+    # "auto": cookies are Secure when the request came over HTTPS; "always": also behind a
+    # proxy that terminates TLS and forwards plain HTTP.
+    secure_cookies: Literal["auto", "always"] = "auto"
+
+
 class Settings(_Strict, frozen=True):
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
     admin_key: Secret | None = None
+    # Encrypts runtime channels' upstream keys at rest (sluice.secret_box); else the
+    # SLUICE_SECRETS_KEY environment variable, else a generated file in the data directory.
+    secrets_key: Secret | None = None
+    console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
     # Bearer token for /metrics and /readyz details; unset: only local, unproxied requests.
     metrics_token: Secret | None = None
     # When Redis is down: "open" keeps serving with per-replica limits, "closed" rejects.

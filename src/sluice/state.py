@@ -7,9 +7,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import msgspec
 from sqlalchemy.exc import SQLAlchemyError
 
 from sluice.admission.backend import AdmissionBackend
@@ -37,6 +38,9 @@ from sluice.storage.key_store import KeyStore
 from sluice.storage.usage_queries import UsageQueries
 from sluice.storage.usage_sink import UsageSink
 from sluice.upstream import Timeouts, Upstream, UpstreamClient, create_session
+
+if TYPE_CHECKING:
+    from sluice.runtime_channels import RuntimeChannels
 
 __all__ = ["AppState", "build_state"]
 
@@ -80,6 +84,9 @@ class AppState:
     probe_gate: ProbeGate = field(default_factory=ProbeGate)
     offload: Offload = field(default_factory=Offload)  # large bodies parsed/counted off the loop
     key_watch: KeyChangeWatcher | None = None  # polls the key change log (set by start)
+    # Channels created at runtime (sluice.runtime_channels), routed after the config file's.
+    runtime_channels: list[ChannelConfig] = field(default_factory=list)
+    channel_service: RuntimeChannels | None = None  # set by the app's lifespan
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run work that must finish even if the request that started it is cancelled."""
@@ -95,10 +102,27 @@ class AppState:
         """Hot reload: channels, prices, limits. Database and Redis URLs need a restart."""
         self.settings = settings
         self.prices = PriceBook(settings.pricing)
-        self.router = build_router(settings, self.local_endpoints)
+        self.router = build_router(self.routed_settings(), self.local_endpoints)
         self.timeouts = _timeouts(settings)
         self.channel_timeouts = {}
         self.admission.default_max_concurrent = settings.limits.default_max_concurrent
+
+    def routed_settings(self) -> Settings:
+        """The settings with the runtime channels after the config file's (whose names win)."""
+        if not self.runtime_channels:
+            return self.settings
+        taken = {c.name for c in self.settings.channels}
+        extra = [c for c in self.runtime_channels if c.name not in taken]
+        return msgspec.structs.replace(self.settings, channels=[*self.settings.channels, *extra])
+
+    def all_channels(self) -> list[ChannelConfig]:
+        return list(self.routed_settings().channels)
+
+    def set_runtime_channels(self, channels: list[ChannelConfig]) -> None:
+        """Runtime channels changed: new requests route with them from now on."""
+        self.runtime_channels = list(channels)
+        self.router = build_router(self.routed_settings(), self.local_endpoints)
+        self.channel_timeouts = {}
 
     def timeouts_for(self, channel: ChannelConfig) -> Timeouts:
         """The channel's own timeouts where it sets them, the global defaults otherwise."""

@@ -21,7 +21,7 @@ from sluice.settings import ConfigError, load_settings
 from sluice.state import AppState
 from sluice.storage.usage_queries import UsageFilter
 
-__all__ = ["admin_routes", "mask_secret"]
+__all__ = ["admin_routes", "channel_view", "key_service", "mask_secret", "require_admin"]
 
 
 def mask_secret(secret: str) -> str:
@@ -37,7 +37,7 @@ def _state(request: Request) -> AppState:
     return state
 
 
-def _require_admin(request: Request) -> AppState:
+def require_admin(request: Request) -> AppState:
     state = _state(request)
     # A throttled address is refused before its key is even compared, the right key too:
     # otherwise the 429s would still tell a guesser which guess was right.
@@ -56,7 +56,7 @@ def _require_admin(request: Request) -> AppState:
     return state
 
 
-def _keys(state: AppState) -> KeyService:
+def key_service(state: AppState) -> KeyService:
     async def announce(record: KeyRecord, spend_dropped: bool) -> None:
         if spend_dropped:  # spend reset or key deleted: counters reseed from the database
             await state.usage_sink.flush()
@@ -72,7 +72,7 @@ async def _raw_body(request: Request) -> object:
 
 
 async def _key_or_404(state: AppState, key_id: str) -> KeyRecord:
-    return await _keys(state).find(key_id)
+    return await key_service(state).find(key_id)
 
 
 async def _view(state: AppState, record: KeyRecord) -> dict[str, Any]:
@@ -82,26 +82,26 @@ async def _view(state: AppState, record: KeyRecord) -> dict[str, Any]:
 
 
 async def create_key(request: Request) -> Response:
-    state = _require_admin(request)
-    new = await _keys(state).create(await _raw_body(request))
+    state = require_admin(request)
+    new = await key_service(state).create(await _raw_body(request))
     return json_response({"key": new.secret, **new.record.public_view()}, status=201)
 
 
 async def list_keys(request: Request) -> Response:
-    state = _require_admin(request)
-    records = await _keys(state).list()
+    state = require_admin(request)
+    records = await key_service(state).list()
     return json_response({"object": "list", "data": [await _view(state, r) for r in records]})
 
 
 async def get_key(request: Request) -> Response:
-    state = _require_admin(request)
-    record = await _keys(state).find(request.path_params["key_id"])
+    state = require_admin(request)
+    record = await key_service(state).find(request.path_params["key_id"])
     return json_response(await _view(state, record))
 
 
 async def update_key(request: Request) -> Response:
-    state = _require_admin(request)
-    keys = _keys(state)
+    state = require_admin(request)
+    keys = key_service(state)
     ident = request.path_params["key_id"]
     await keys.find(ident)  # an unknown key is 404 before its body is read
     updated = await keys.update(ident, await _raw_body(request))
@@ -109,20 +109,20 @@ async def update_key(request: Request) -> Response:
 
 
 async def disable_key(request: Request) -> Response:
-    state = _require_admin(request)
-    updated = await _keys(state).set_disabled(request.path_params["key_id"], True)
+    state = require_admin(request)
+    updated = await key_service(state).set_disabled(request.path_params["key_id"], True)
     return json_response(await _view(state, updated))
 
 
 async def enable_key(request: Request) -> Response:
-    state = _require_admin(request)
-    updated = await _keys(state).set_disabled(request.path_params["key_id"], False)
+    state = require_admin(request)
+    updated = await key_service(state).set_disabled(request.path_params["key_id"], False)
     return json_response(await _view(state, updated))
 
 
 async def delete_key(request: Request) -> Response:
-    state = _require_admin(request)
-    record = await _keys(state).delete(request.path_params["key_id"])
+    state = require_admin(request)
+    record = await key_service(state).delete(request.path_params["key_id"])
     return json_response({"id": record.id, "object": "key", "deleted": True})
 
 
@@ -134,7 +134,7 @@ def _query_time(request: Request, name: str) -> float | None:
 
 
 async def usage_report(request: Request) -> Response:
-    state = _require_admin(request)
+    state = require_admin(request)
     params = request.query_params
     group_by = params.get("group_by") or params.get("by")
     if group_by not in (None, "day", "model", "key", "channel"):
@@ -156,9 +156,10 @@ async def usage_report(request: Request) -> Response:
     return json_response({"object": "list", "group_by": group_by, "data": rows})
 
 
-def _channel_view(state: AppState, name: str) -> dict[str, Any]:
-    config = next(c for c in state.settings.channels if c.name == name)
+def channel_view(state: AppState, name: str) -> dict[str, Any]:
+    config = next(c for c in state.all_channels() if c.name == name)
     routed = {c.name for c in state.router.channels}
+    runtime = {c.name for c in state.runtime_channels}
     status = "active" if name in routed else ("disabled" if not config.enabled else "unavailable")
     return {
         "name": config.name,
@@ -170,20 +171,21 @@ def _channel_view(state: AppState, name: str) -> dict[str, Any]:
         "priority": config.priority,
         "weight": config.weight,
         "enabled": config.enabled,
+        "source": "runtime" if name in runtime else "config",
         "status": status,
         "health": state.health_snapshot(name),
     }
 
 
 async def list_channels(request: Request) -> Response:
-    state = _require_admin(request)
-    data = [_channel_view(state, c.name) for c in state.settings.channels]
+    state = require_admin(request)
+    data = [channel_view(state, c.name) for c in state.all_channels()]
     return json_response({"object": "list", "data": data})
 
 
 async def test_channel(request: Request) -> Response:
     """Send a one-token chat request straight to the channel and report how it went."""
-    state = _require_admin(request)
+    state = require_admin(request)
     name = request.path_params["name"]
     channel = next((c for c in state.router.channels if c.name == name), None)
     if channel is None:
@@ -197,16 +199,16 @@ async def test_channel(request: Request) -> Response:
 async def enable_channel(request: Request) -> Response:
     """Re-enable a channel disabled by the health tracker (dead key, no credit) or reset its
     circuit breakers. Channels disabled in the config file need a config change instead."""
-    state = _require_admin(request)
+    state = require_admin(request)
     name = request.path_params["name"]
-    if not any(c.name == name for c in state.settings.channels):
+    if not any(c.name == name for c in state.all_channels()):
         raise NotFound(f"No channel named '{name}'.", code="channel_not_found")
     was_disabled = state.health.enable(name)
-    return json_response({**_channel_view(state, name), "was_disabled": was_disabled})
+    return json_response({**channel_view(state, name), "was_disabled": was_disabled})
 
 
 async def reload_config(request: Request) -> Response:
-    state = _require_admin(request)
+    state = require_admin(request)
     path = state.settings.source_path
     if path is None:
         raise InvalidRequest(

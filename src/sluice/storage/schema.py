@@ -23,6 +23,8 @@ __all__ = [
     "metadata",
     "api_keys",
     "key_changes",
+    "runtime_channels",
+    "runtime_channel_version",
     "tasks",
     "usage",
     "usage_daily",
@@ -102,6 +104,28 @@ usage = Table(
     Index("ix_usage_key_created", "key_id", "created_at"),
     Index("ix_usage_created", "created_at"),
     Index("ix_usage_request_id", "request_id"),
+    Index("ix_usage_model_created", "model", "created_at"),  # migration 0006
+    Index("ix_usage_channel_created", "channel", "created_at"),
+)
+
+# Migration 0006: channels created at runtime. ``config`` is the channel's JSON without its
+# upstream key, which is ``api_key_enc`` (sluice.secret_box: never stored in clear).
+runtime_channels = Table(
+    "runtime_channels",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("config", Text, nullable=False),
+    Column("api_key_enc", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# One row (id 1), bumped with every runtime channel change: what each server polls.
+runtime_channel_version = Table(
+    "runtime_channel_version",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
 )
 
 # Daily totals kept when old usage rows are pruned.

@@ -12,6 +12,7 @@ A task older than its kind's ``tasks.stuck_after_s`` is failed and its charge re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -30,9 +31,10 @@ class TaskPoller:
     def __init__(self, service: TaskService) -> None:
         self.service = service
         self.polls = 0  # upstream polls made by this replica (tests, metrics)
+        self._stop = asyncio.Event()
 
     async def run_forever(self) -> None:
-        while True:
+        while not self._stop.is_set():
             config = self.service.config
             try:
                 await self.tick()
@@ -40,7 +42,14 @@ class TaskPoller:
                 raise
             except Exception:  # noqa: BLE001 - the poller outlives a bad tick (db outage)
                 log.exception("task poller tick failed")
-            await asyncio.sleep(config.tick_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(config.tick_s):
+                    await self._stop.wait()
+
+    def stop(self) -> None:
+        """End after the tick in flight: a tick cancelled mid-write could leave a pooled
+        connection checked out while the engine is disposed (see key_watch.py)."""
+        self._stop.set()
 
     async def tick(self) -> int:
         config = self.service.config

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 
 from starlette.applications import Starlette
@@ -56,8 +55,9 @@ def start_tasks(app: Starlette, state: AppState) -> asyncio.Task[None] | None:
     return asyncio.create_task(poller.run_forever(), name="task-poller")
 
 
-async def stop_tasks(task: asyncio.Task[None] | None) -> None:
+async def stop_tasks(app: Starlette, task: asyncio.Task[None] | None) -> None:
+    """Stop this replica's poller after its tick in flight (leases it holds are given back
+    by that tick; a tick that hangs ends at its own timeouts)."""
     if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        app.state.sluice_task_poller.stop()
+        await task
