@@ -19,6 +19,7 @@ __all__ = [
     "MeteredUnits",
     "ParsedResponse",
     "RelayCall",
+    "StreamKind",
     "StreamTranslator",
     "StreamedBody",
     "UploadedForm",
@@ -36,6 +37,12 @@ Endpoint = str
 FailureKind = Literal[
     "client", "auth", "billing", "rate_limit", "overloaded", "server", "bad_response", "timeout"
 ]
+# How a streamed answer is shaped. chunks: chat-shaped ``data:`` chunks ending in ``[DONE]``,
+# usage asked for with ``stream_options`` (chat, completions). events: typed events
+# (``event: image_generation.partial_image`` ...) that OpenAI-wire upstreams send exactly as the
+# client expects them; usage comes in the event that ends the stream, and no ``stream_options``
+# is sent (those endpoints refuse it).
+StreamKind = Literal["chunks", "events"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +56,10 @@ class MeteredUnits:
     search_units: int = 0  # rerank: one query with up to 100 documents
     calls: int = 0  # requests or tasks billed at a fixed price each
     video_seconds: int = 0  # generated video, priced by model and size
+    # The upstream reported the tokens these units took (gpt-image models report their usage):
+    # a model with token prices is billed those tokens and the units are only counted; a model
+    # priced per unit alone is still billed per unit (``ModelRate.cost``).
+    tokens_reported: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +68,7 @@ class UsageTokens:
     completion: int = 0
     cached: int = 0  # part of prompt read from the provider's prompt cache
     cache_write: int = 0  # part of prompt written to the provider's prompt cache
+    image_prompt: int = 0  # part of prompt that was image input (gpt-image edits): its own rate
     # Units other than tokens; None (chat, completions, embeddings) means none: one field
     # instead of six keeps building a chat usage cheap.
     units: MeteredUnits | None = None
@@ -79,8 +91,9 @@ class UploadedForm(Protocol):
     """A client's multipart form, its file parts spooled (``sluice.relay.multipart``)."""
 
     def encoded(self, replace: Mapping[str, str]) -> StreamedBody:
-        """The form re-encoded for an upstream, the text fields in ``replace`` substituted
-        (the mapped model name); readable once per call, so each attempt gets its own."""
+        """The form re-encoded for an upstream, the text fields in ``replace`` substituted,
+        or added when the client sent none (the mapped or default model name); readable once
+        per call, so each attempt gets its own."""
         ...
 
 
@@ -116,6 +129,7 @@ class RelayCall:
     # A multipart request's form (``body`` then holds its text fields): forwarded re-encoded
     # from its spool instead of ``raw_body``.
     upload: UploadedForm | None = None
+    stream_kind: StreamKind = "chunks"  # the endpoint spec's ``stream``
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,7 @@ class ModelPrice(_Strict, frozen=True):
     output: NonNegativeFloat = 0.0
     cached_input: NonNegativeFloat | None = None
     cache_write: NonNegativeFloat | None = None
+    image_input: NonNegativeFloat | None = None  # image input tokens (gpt-image); default: input
     # "SIZE/QUALITY" (e.g. "1024x1024/hd") or "SIZE" -> USD per image
     per_image: dict[Annotated[str, msgspec.Meta(min_length=1)], NonNegativeFloat] = msgspec.field(
         default_factory=dict

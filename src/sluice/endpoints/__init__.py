@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sluice.endpoints.images import IMAGE_SPECS
 from sluice.endpoints.spec import EndpointRegistry, EndpointSpec
 from sluice.endpoints.text import TEXT_SPECS
 
@@ -10,4 +11,7 @@ __all__ = ["EndpointRegistry", "EndpointSpec", "default_specs"]
 
 def default_specs() -> tuple[EndpointSpec, ...]:
     """Every endpoint family Sluice ships; an app may be built with more (or fewer)."""
-    return (*TEXT_SPECS,)
+    return (
+        *TEXT_SPECS,
+        *IMAGE_SPECS,
+    )

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sluice.core import MeteredUnits, UploadedForm
+from sluice.core import MeteredUnits, StreamKind, UploadedForm, UsageTokens
 from sluice.metering.tokens import TokenCounter
 from sluice.protocol.validate import RequestView
 
@@ -60,8 +60,9 @@ class MeterInput:
 
     body: Mapping[str, Any]  # the client's request
     view: RequestView
-    response: Any  # the parsed JSON answer; None for a binary answer
+    response: Any  # the parsed JSON answer; None for a binary or streamed answer
     estimate: Estimate
+    usage: UsageTokens | None = None  # what the upstream reported, if anything
 
 
 def _no_text(_response: Any) -> str:
@@ -88,6 +89,10 @@ class EndpointSpec:
     units: Callable[[MeterInput], MeteredUnits | None] | None = None
     # ``object`` of the usage chunk added to a stream whose upstream sent none.
     stream_object: str = "chat.completion.chunk"
+    # What a streamed answer is made of (``core.StreamKind``): chat-shaped chunks, or typed
+    # events relayed as they arrive (images, audio, responses); with ``units``, a stream that
+    # completed or reported usage is metered by them too (``MeterInput.response`` is None).
+    stream: StreamKind = "chunks"
     # Channel types that serve every OpenAI-wire endpoint forward this one as is.
     openai_wire: bool = True
 

@@ -126,29 +126,46 @@ class ModelRate:
     cached_input: int
     cache_write: int
     units: UnitRates = NO_UNIT_RATES
+    image_input: int | None = None  # image input tokens (gpt-image edits); None: as ``input``
 
     def upper(self, other: ModelRate) -> ModelRate:
         """Per token kind the larger of the two: an upper bound of either."""
+        image_input = None
+        if self.image_input is not None or other.image_input is not None:
+            image_input = max(self.image_input_rate, other.image_input_rate)
         return ModelRate(
             max(self.input, other.input),
             max(self.output, other.output),
             max(self.cached_input, other.cached_input),
             max(self.cache_write, other.cache_write),
             self.units if self.units == other.units else self.units.upper(other.units),
+            image_input,
         )
+
+    @property
+    def image_input_rate(self) -> int:
+        return self.input if self.image_input is None else self.image_input
 
     def cost(self, usage: UsageTokens) -> int:
         cached = min(usage.cached, usage.prompt)
         cache_write = min(usage.cache_write, usage.prompt - cached)
         plain = usage.prompt - cached - cache_write
         total = (
-            plain * self.input
-            + cached * self.cached_input
+            cached * self.cached_input
             + cache_write * self.cache_write
             + usage.completion * self.output
         )
-        if usage.units is not None:
-            total += self.units.amount(usage.units)
+        if usage.image_prompt:
+            image = min(usage.image_prompt, plain)
+            plain -= image
+            total += image * self.image_input_rate
+        total += plain * self.input
+        units = usage.units
+        # Units whose tokens the upstream reported are billed by those tokens when the model
+        # has token prices (gpt-image: OpenAI bills its tokens; the per-image table is only
+        # what those tokens typically cost), else per unit.
+        if units is not None and not (units.tokens_reported and (self.input or self.output)):
+            total += self.units.amount(units)
         return (total + _MICRO // 2) // _MICRO
 
     @classmethod
@@ -169,7 +186,10 @@ class ModelRate:
             price.input or 0.0, price.output, price.cached_input, price.cache_write
         )
         units = UnitRates.from_price(price)
-        return cls(tokens.input, tokens.output, tokens.cached_input, tokens.cache_write, units)
+        image_input = None if price.image_input is None else usd_to_micro(price.image_input)
+        return cls(
+            tokens.input, tokens.output, tokens.cached_input, tokens.cache_write, units, image_input
+        )
 
 
 FREE = ModelRate(0, 0, 0, 0)

@@ -204,11 +204,12 @@ class LocalConfig(OpenAIWireConfig, frozen=True, tag="local"):
 
 
 class AzureConfig(OpenAIWireConfig, frozen=True, tag="azure"):
-    # Azure OpenAI has no moderations endpoint; the rest is OpenAI's below a deployment.
+    # Azure OpenAI has no moderations or image variations endpoint; the rest is OpenAI's below
+    # a deployment.
     capabilities = Capabilities(
         endpoints=frozenset({"chat", "completions", "embeddings"}),
         openai_wire=True,
-        lacks=frozenset({"moderations"}),
+        lacks=frozenset({"moderations", "image_variations"}),
         task_kinds=frozenset({"video"}),
     )
 

@@ -160,6 +160,7 @@ def _new_call(admission: Admission, channel: Channel, max_event_bytes: int) -> R
         extensions=None if admission.dialect is None else admission.dialect.extensions,
         max_event_bytes=max_event_bytes,
         upload=admission.upload,
+        stream_kind=admission.spec.stream,
     )
 
 
@@ -315,7 +316,8 @@ def _present_whole(
     decoded = None
     if spec.units is not None:
         decoded = orjson.loads(parsed.body)
-        units = spec.units(MeterInput(admission.body, admission.view, decoded, admission.estimate))
+        given = MeterInput(admission.body, admission.view, decoded, admission.estimate, usage)
+        units = spec.units(given)
         if units is not None:
             usage = replace(usage or UsageTokens(), units=units)
     if usage is None and spec.show_counted_usage is not None:

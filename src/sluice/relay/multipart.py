@@ -110,6 +110,12 @@ class SpooledForm:
                 part = f"--{boundary}\r\n{disposition}\r\n\r\n{text}\r\n".encode()
                 pieces.append(part)
                 length += len(part)
+        for name in sorted(replace.keys() - {item_name for item_name, _ in self._items}):
+            # A field the client left out and Sluice filled in (the default model).
+            disposition = f'Content-Disposition: form-data; name="{_quoted(name)}"'
+            part = f"--{boundary}\r\n{disposition}\r\n\r\n{replace[name]}\r\n".encode()
+            pieces.append(part)
+            length += len(part)
         closing = f"--{boundary}--\r\n".encode()
         pieces.append(closing)
         length += len(closing)

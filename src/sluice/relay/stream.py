@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from sluice.core import FailureKind, StreamTranslator, UsageTokens
+from sluice.endpoints.spec import MeterInput
 from sluice.errors import error_body
 from sluice.providers.base import DONE_FRAME, sse_frame
 from sluice.relay.admission import Admission
@@ -242,13 +244,23 @@ class StreamSession:
             status=self._status,
             channel=self._channel,
             upstream_model=self._upstream_model,
-            usage=usage,
+            usage=self._with_units(usage),
             delivered_text=delivered,
             error_code=self._error_code,
             ttft_ms=self._ttft_ms,
             stream=True,
             bill_reservation=bill_reservation,
         )
+
+    def _with_units(self, usage: UsageTokens | None) -> UsageTokens | None:
+        """The usage with the spec's units (images streamed, ...), for a stream that completed
+        or whose upstream reported usage; one that failed with neither made nothing to count."""
+        admission = self._admission
+        meter = admission.spec.units
+        if meter is None or (usage is None and self._status != 200):
+            return usage
+        units = meter(MeterInput(admission.body, admission.view, None, admission.estimate, usage))
+        return usage if units is None else replace(usage or UsageTokens(), units=units)
 
 
 _DRAIN_LIMIT_S = 1.0
