@@ -96,6 +96,7 @@ class Stats:
     chat_json: int = 0
     chat_stream: int = 0
     chunks_sent: int = 0
+    speech: int = 0
     errors: int = 0
     started: float = field(default_factory=time.time)
 
@@ -105,6 +106,7 @@ class Stats:
             "chat_json": self.chat_json,
             "chat_stream": self.chat_stream,
             "chunks_sent": self.chunks_sent,
+            "speech": self.speech,
             "errors": self.errors,
             "uptime_s": round(time.time() - self.started, 3),
         }
@@ -299,6 +301,23 @@ def _frame(data: bytes) -> bytes:
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
+def _speech_wav(seconds: float, rate: int = 24_000) -> bytes:
+    """What the fake "speaks": a mono 16-bit WAV of silence (header, then samples)."""
+    samples = round(seconds * rate) * 2
+    header = (
+        b"RIFF" + (36 + samples).to_bytes(4, "little") + b"WAVEfmt "
+        + (16).to_bytes(4, "little") + (1).to_bytes(2, "little") + (1).to_bytes(2, "little")
+        + rate.to_bytes(4, "little") + (rate * 2).to_bytes(4, "little")
+        + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+        + b"data" + samples.to_bytes(4, "little")
+    )  # fmt: skip
+    return header + bytes(samples)
+
+
+SPEECH_WAV = _speech_wav(1.0)  # 48 KB: one second at 24 kHz, OpenAI's PCM/WAV rate
+SPEECH_CHUNK = 8192
+
+
 def _int_header(headers: dict[bytes, bytes], name: bytes) -> int | None:
     raw = headers.get(name)
     if raw is None:
@@ -367,6 +386,16 @@ class App:
                     401, "Incorrect API key provided", "invalid_request_error", ka
                 )
             return self._chat(req)
+        if req.method == b"POST" and path.endswith(b"/audio/speech"):
+            if (
+                self._expected_auth is not None
+                and req.headers.get(b"authorization") != self._expected_auth
+            ):
+                self.stats.errors += 1
+                return error_response(
+                    401, "Incorrect API key provided", "invalid_request_error", ka
+                )
+            return self._speech(req)
         if req.method == b"GET":
             if path in (b"/v1/models", b"/models"):
                 return _head(200, b"application/json", len(self._models), ka) + self._models
@@ -435,6 +464,30 @@ class App:
         }
         resp = json_response(200, body, ka)
         return Delayed([resp], latency, 0.0) if latency > 0 else resp
+
+    def _speech(self, req: Request) -> Response:
+        """Text to speech: a WAV answer in HTTP chunks, the first sent at once (after the
+        configured latency), the rest ``chunk_delay_ms`` apart, as a TTS upstream renders."""
+        ka = req.keep_alive
+        try:
+            payload = _loads(req.body)
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict) or not isinstance(payload.get("input"), str):
+            self.stats.errors += 1
+            return error_response(400, "'input' is required", "invalid_request_error", ka)
+        s = self.settings
+        latency = _float_header(req.headers, b"x-bench-latency-ms", s.latency_ms) / 1000.0
+        gap = _float_header(req.headers, b"x-bench-chunk-delay-ms", s.chunk_delay_ms) / 1000.0
+        self.stats.speech += 1
+        audio = SPEECH_WAV
+        pieces = [audio[at : at + SPEECH_CHUNK] for at in range(0, len(audio), SPEECH_CHUNK)]
+        chunks = [b"%x\r\n" % len(p) + p + b"\r\n" for p in pieces]
+        first = _head(200, b"audio/wav", None, ka) + chunks[0]
+        rest = [*chunks[1:-1], chunks[-1] + _LAST_CHUNK]
+        if latency <= 0 and gap <= 0:
+            return first + b"".join(rest)
+        return Delayed([first, *rest], latency, gap)
 
     def _stream(
         self,

@@ -44,6 +44,11 @@ def chat_body(model: str, tokens: int, stream: bool) -> dict[str, Any]:
     return body
 
 
+def speech_body(model: str) -> dict[str, Any]:
+    """A text-to-speech request: the fake upstream answers a WAV of fixed length."""
+    return {"model": model, "input": PROMPT, "voice": "alloy", "response_format": "wav"}
+
+
 def percentile(sorted_values: Sequence[float], pct: float) -> float:
     """Nearest-rank percentile of an already sorted sequence (0 when empty)."""
     if not sorted_values:
@@ -197,6 +202,9 @@ class ClientRun:
     max_requests: int = 1_000_000
     request_timeout_s: float = 30.0
     expected_chunks: int | None = None
+    # A binary answer (speech audio): time to its first body byte, and its length.
+    binary: bool = False
+    expected_bytes: int | None = None
 
 
 @dataclass
@@ -205,6 +213,8 @@ class _Tally:
     ttfts: list[float] = field(default_factory=list)
     stream_rates: list[float] = field(default_factory=list)
     chunk_counts: list[int] = field(default_factory=list)
+    ttfbs: list[float] = field(default_factory=list)
+    byte_counts: list[int] = field(default_factory=list)
     usage_seen: int = 0
     done_seen: int = 0
     incomplete: int = 0
@@ -288,6 +298,27 @@ async def _one_json(session: Any, run: ClientRun, body: bytes, tally: _Tally) ->
     tally.usage_seen += bool(obj.get("usage"))
 
 
+async def _one_binary(session: Any, run: ClientRun, body: bytes, tally: _Tally) -> None:
+    t0 = time.perf_counter()
+    first: float | None = None
+    size = 0
+    async with session.post(run.url, data=body, headers=run.headers) as resp:
+        if resp.status != 200:
+            tally.error(f"HTTP {resp.status}: {(await resp.text())[:200]}")
+            return
+        async for data in resp.content.iter_any():
+            if first is None and data:
+                first = time.perf_counter()
+            size += len(data)
+    end = time.perf_counter()
+    if first is None or (run.expected_bytes is not None and size != run.expected_bytes):
+        tally.error(f"incomplete binary answer: {size} bytes (want {run.expected_bytes})")
+        return
+    tally.latencies.append(end - t0)
+    tally.ttfbs.append(first - t0)
+    tally.byte_counts.append(size)
+
+
 async def run_client_async(run: ClientRun) -> dict[str, Any]:
     """Closed-loop load: ``concurrency`` workers, each sending back-to-back requests."""
     import aiohttp
@@ -297,7 +328,7 @@ async def run_client_async(run: ClientRun) -> dict[str, Any]:
     headers = {"Content-Type": "application/json", **run.headers}
     run = dataclasses.replace(run, headers=headers)
     tally = _Tally()
-    one = _one_stream if stream else _one_json
+    one = _one_binary if run.binary else _one_stream if stream else _one_json
     connector = aiohttp.TCPConnector(limit=run.concurrency, limit_per_host=run.concurrency)
     timeout = aiohttp.ClientTimeout(total=run.request_timeout_s)
     start = time.perf_counter()
@@ -319,7 +350,7 @@ async def run_client_async(run: ClientRun) -> dict[str, Any]:
     total_chunks = tally.ok_chunks  # chunks of complete streams only
     result: dict[str, Any] = {
         "tool": "aiohttp-client",
-        "mode": "stream" if stream else "json",
+        "mode": "binary" if run.binary else "stream" if stream else "json",
         "concurrency": run.concurrency,
         "duration_s": round(elapsed, 3),
         "requests": ok + tally.errors,
@@ -330,7 +361,16 @@ async def run_client_async(run: ClientRun) -> dict[str, Any]:
         "latency_ms": summarize_ms(tally.latencies),
         "usage_seen": tally.usage_seen,
     }
-    if stream:
+    if run.binary:
+        result.update(
+            {
+                "ttfb_ms": summarize_ms(tally.ttfbs),
+                "bytes_expected": run.expected_bytes,
+                "bytes_min": min(tally.byte_counts, default=0),
+                "bytes_max": max(tally.byte_counts, default=0),
+            }
+        )
+    elif stream:
         expected = run.expected_chunks
         counts = tally.chunk_counts
         result.update(

@@ -235,6 +235,12 @@ def _latency_and_stream_rows(results: Results, n: str) -> list[list[str]]:
     rows.append(
         [title(n), "added TTFT p50 at c=1 ≤ 1 ms", ms(value), _verdict(_at_most(value, 1.0))]
     )
+    if "speech_levels" in results["meta"]["plan"]:  # runs before the TTS scenario have none
+        value = added(results, n, "tts_ttfb_c1", "ttfb_ms", "p50")
+        rows.append(
+            [title(n), "added TTS time to first byte p50 at c=1 ≤ 1 ms", ms(value),
+             _verdict(_at_most(value, 1.0))]
+        )  # fmt: skip
     for key in stream_keys(results):
         # The run's chunks over its duration: every stream's set-up counts, so short streams
         # measure mostly per-request cost; and, beside it, the rate inside a stream (after
@@ -433,6 +439,40 @@ def stream_tables(results: Results) -> list[str]:
         header += ["usage chunks seen", "errors / streams", "upstream saw", "other load"]
         out += table(header, rows)
     return out
+
+
+def speech_keys(results: Results) -> list[str]:
+    return [f"tts_ttfb_c{c}" for c in results["meta"]["plan"].get("speech_levels", ())]
+
+
+def speech_tables(results: Results) -> list[str]:
+    keys = speech_keys(results)
+    if not keys:
+        return ["Not measured in this run.", ""]
+    rows = []
+    for k in keys:
+        for n in ok_targets(results):
+            s = scenario(results, n, k)
+            if s is None:
+                err = results["targets"][n].get("scenarios", {}).get(k, {}).get("error", "not run")
+                rows.append([title(n), k.removeprefix("tts_ttfb_c"), f"error: {err}", *["–"] * 6])
+                continue
+            rows.append(
+                [
+                    title(n),
+                    k.removeprefix("tts_ttfb_c"),
+                    num(s["rps"]),
+                    f"{ms(s['ttfb_ms']['p50'])} / {ms(s['ttfb_ms']['p99'])}",
+                    ms(added(results, n, k, "ttfb_ms", "p50")),
+                    f"{ms(s['latency_ms']['p50'])} / {ms(s['latency_ms']['p99'])}",
+                    f"{s['bytes_min']:,}–{s['bytes_max']:,} (want {s['bytes_expected']:,})",
+                    f"{s['errors']:,} / {s['requests']:,}",
+                    num(s.get("upstream_requests")),
+                ]
+            )
+    header = ["target", "c", "answers/s", "TTFB p50 / p99 ms", "TTFB added p50 ms"]
+    header += ["total p50 / p99 ms", "bytes per answer", "errors / requests", "upstream saw"]
+    return table(header, rows)
 
 
 def memory_section(results: Results) -> list[str]:
@@ -636,6 +676,14 @@ def render(results: Results) -> str:
         "measures the gateways' own streaming cost.",
         "",
         *stream_tables(results),
+        "## Text to speech (aiohttp client)",
+        "",
+        "`POST /v1/audio/speech` (`tts-1`, WAV): the fake upstream answers one second of audio "
+        "(48 KB) in 8 KiB HTTP chunks. TTFB = time to the first byte of the audio; the gateway "
+        "relays it as it arrives. Targets without a speech route configured (the peers) are "
+        "not measured.",
+        "",
+        *speech_tables(results),
         "## Memory (RSS per process over the scenarios)",
         "",
         *memory_section(results),

@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import loadgen, report, targets  # noqa: E402
+from bench import fake_upstream, loadgen, report, targets  # noqa: E402
 from bench.procs import (  # noqa: E402
     CpuMeter,
     ManagedProcess,
@@ -47,6 +47,8 @@ from bench.procs import (  # noqa: E402
 )
 from bench.targets import BENCH_DIR, MODEL, Context, Target  # noqa: E402
 
+# Targets whose configuration routes POST /v1/audio/speech (the peers' configs do not).
+SPEECH_KINDS = frozenset({"direct", "floor", "sluice"})
 ALL_TARGETS = ("direct", "bare-proxy", "sluice-sqlite", "sluice-pg", "litellm", "portkey")
 PEERS = ("litellm", "portkey")
 BENCH_PY_DEPS = (("psutil", "psutil"), ("matplotlib", "matplotlib"))
@@ -64,6 +66,7 @@ class Plan:
     soak_slice_s: float
     soak_max_s: float
     json_tokens: int = 16
+    speech_levels: tuple[int, ...] = (1, 8)  # concurrency of the TTS time-to-first-byte runs
 
 
 FULL = Plan(
@@ -263,6 +266,15 @@ def stream_load(target: Target, chunks: int, conc: int, seconds: float) -> dict[
     return loadgen.run_client(run)
 
 
+def speech_load(target: Target, conc: int, seconds: float) -> dict[str, Any]:
+    body = loadgen.speech_body(targets.SPEECH_MODEL)
+    run = loadgen.ClientRun(
+        target.speech_url, body, target.headers, conc, seconds, binary=True,
+        expected_bytes=len(fake_upstream.SPEECH_WAV),
+    )  # fmt: skip
+    return loadgen.run_client(run)
+
+
 def run_target(
     target: Target, plan: Plan, wrk: str | None, upstream: str, quiet_wait_s: float
 ) -> dict[str, Any]:
@@ -299,6 +311,16 @@ def run_target(
                 "chat_stream",
                 quiet_wait_s,
                 functools.partial(stream_load, target, chunks, conc, plan.stream_duration_s),
+            )
+        for conc in plan.speech_levels if target.kind in SPEECH_KINDS else ():
+            key = f"tts_ttfb_c{conc}"
+            log(f"  {key}")
+            res["scenarios"][key] = measured(
+                target,
+                upstream,
+                "speech",
+                quiet_wait_s,
+                functools.partial(speech_load, target, conc, plan.stream_duration_s),
             )
     if sampler is not None:
         res["rss"] = sampler.summary()

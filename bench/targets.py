@@ -34,6 +34,7 @@ from bench.procs import (
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 MODEL = "gpt-4o-mini"
+SPEECH_MODEL = "tts-1"  # the TTS time-to-first-byte scenario's model
 UPSTREAM_KEY = "sk-upstream-secret"
 
 LITELLM_VERSION = "1.106.2"
@@ -82,6 +83,10 @@ class Target:
     @property
     def chat_url(self) -> str:
         return f"{self.base_url}/chat/completions"
+
+    @property
+    def speech_url(self) -> str:
+        return f"{self.base_url}/audio/speech"
 
     def stop(self) -> None:
         if self.process is not None:
@@ -302,7 +307,7 @@ def sluice_config(database_url: str, redis_url: str | None, upstream: str) -> st
             "    type: openai-compatible",
             f"    base_url: {_yaml_scalar(upstream + '/v1')}",
             f"    api_key: {_yaml_scalar(UPSTREAM_KEY)}",
-            f"    models: [{_yaml_scalar(MODEL)}]",
+            f"    models: [{_yaml_scalar(MODEL)}, {_yaml_scalar(SPEECH_MODEL)}]",
             "",
         ]
     )

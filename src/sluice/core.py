@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 __all__ = [
     "Endpoint",
@@ -94,6 +94,11 @@ class UploadedForm(Protocol):
         """The form re-encoded for an upstream, the text fields in ``replace`` substituted,
         or added when the client sent none (the mapped or default model name); readable once
         per call, so each attempt gets its own."""
+        ...
+
+    def spooled_file(self, name: str) -> BinaryIO | None:
+        """The spooled bytes of the first file part called ``name`` (seek before reading), for
+        an estimate that reads a file's headers (the duration of an audio upload)."""
         ...
 
 

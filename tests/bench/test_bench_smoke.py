@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench import loadgen, procs, report, run, targets  # noqa: E402
+from bench import fake_upstream, loadgen, procs, report, run, targets  # noqa: E402
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -52,6 +52,23 @@ def stream_run(url: str, headers: dict[str, str], chunks: int, conc: int) -> dic
 def json_run(url: str, headers: dict[str, str], conc: int) -> dict[str, Any]:
     body = loadgen.chat_body(targets.MODEL, 16, stream=False)
     return loadgen.run_client(loadgen.ClientRun(url, body, headers, conc, SECONDS))
+
+
+def speech_run(url: str, headers: dict[str, str], conc: int) -> dict[str, Any]:
+    body = loadgen.speech_body(targets.SPEECH_MODEL)
+    expected = len(fake_upstream.SPEECH_WAV)
+    return loadgen.run_client(
+        loadgen.ClientRun(url, body, headers, conc, SECONDS, binary=True, expected_bytes=expected)
+    )
+
+
+def assert_sane_speech(res: dict[str, Any], conc: int) -> None:
+    assert res["mode"] == "binary" and res["concurrency"] == conc
+    assert res["errors"] == 0, res["error_samples"]
+    assert res["ok"] >= conc and res["rps"] > 0
+    assert res["bytes_min"] == res["bytes_max"] == res["bytes_expected"] > 0
+    assert_sane_latency(res["ttfb_ms"])
+    assert res["ttfb_ms"]["p50"] <= res["latency_ms"]["p50"]
 
 
 def assert_sane_latency(lat: dict[str, float]) -> None:
@@ -89,10 +106,13 @@ def test_direct_streaming_and_json(upstream: tuple[targets.Context, str]) -> Non
     s1 = stream_run(chat, AUTH, 20, 1)
     s8 = stream_run(chat, AUTH, 20, 8)
     j4 = json_run(chat, AUTH, 4)
+    tts = speech_run(f"{url}/v1/audio/speech", AUTH, 2)
     after = targets.upstream_stats(url)
     assert_sane_stream(s1, 20, 1)
     assert_sane_stream(s8, 20, 8)
     assert_sane_json(j4, 4)
+    assert_sane_speech(tts, 2)
+    assert after["speech"] - before["speech"] == tts["ok"]
     # Every request the client counted really went to the upstream, and nothing more.
     assert after["chat_stream"] - before["chat_stream"] == s1["ok"] + s8["ok"]
     assert after["chat_json"] - before["chat_json"] == j4["ok"]
@@ -109,6 +129,7 @@ def test_direct_streaming_and_json(upstream: tuple[targets.Context, str]) -> Non
                 **dataclasses.asdict(run.QUICK),
                 "json_levels": [4],
                 "stream_cases": [[20, 1], [20, 8]],
+                "speech_levels": [2],
             },
             "machine": run.machine_info(),
             "upstream": {"chunk_delay_ms": 0.0},
@@ -117,7 +138,12 @@ def test_direct_streaming_and_json(upstream: tuple[targets.Context, str]) -> Non
             "direct": {
                 "status": "ok",
                 "workers": 1,
-                "scenarios": {"json_c4": j4, "stream20_c1": s1, "stream20_c8": s8},
+                "scenarios": {
+                    "json_c4": j4,
+                    "stream20_c1": s1,
+                    "stream20_c8": s8,
+                    "tts_ttfb_c2": tts,
+                },  # fmt: skip
             },
             "litellm": {"status": "unavailable", "reason": "not installed in the smoke test"},
         },
@@ -125,6 +151,10 @@ def test_direct_streaming_and_json(upstream: tuple[targets.Context, str]) -> Non
     }
     text = report.render(results)
     assert f"{j4['rps']:,.0f}" in text
+    speech_rows = [
+        line for line in text.splitlines() if line.startswith("| direct (no gateway) | 2 |")
+    ]
+    assert len(speech_rows) == 1 and f"{tts['bytes_expected']:,}" in speech_rows[0]
     assert "LiteLLM proxy** — unavailable: not installed in the smoke test" in text
 
 
@@ -190,6 +220,7 @@ def test_sluice_streaming_and_json(upstream: tuple[targets.Context, str]) -> Non
     try:
         assert_sane_stream(stream_run(target.chat_url, target.headers, 20, 2), 20, 2)
         assert_sane_json(json_run(target.chat_url, target.headers, 2), 2)
+        assert_sane_speech(speech_run(target.speech_url, target.headers, 2), 2)
         assert target.db is not None
         deadline = time.monotonic() + 5.0  # usage may be written in batches
         while True:

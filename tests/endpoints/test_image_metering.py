@@ -16,7 +16,8 @@ from sluice.endpoints.spec import EndpointSpec, EstimateInput, MeterInput
 from sluice.errors import InvalidRequest
 from sluice.metering.pricing import PriceBook
 from sluice.metering.tokens import TokenCounter
-from sluice.providers.openai import EventStreamTranslator, usage_from_openai
+from sluice.providers.openai import usage_from_openai
+from sluice.providers.openai_events import EventStreamTranslator
 from sluice.relay.multipart import SpooledForm
 from sluice.settings import PricingConfig
 

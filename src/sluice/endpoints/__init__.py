@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sluice.endpoints.audio import AUDIO_SPECS
 from sluice.endpoints.images import IMAGE_SPECS
 from sluice.endpoints.spec import EndpointRegistry, EndpointSpec
 from sluice.endpoints.text import TEXT_SPECS
@@ -14,4 +15,5 @@ def default_specs() -> tuple[EndpointSpec, ...]:
     return (
         *TEXT_SPECS,
         *IMAGE_SPECS,
+        *AUDIO_SPECS,
     )

@@ -29,8 +29,9 @@ __all__ = [
 # json: an OpenAI JSON body (``limits.max_body_bytes``). multipart: a form whose file parts are
 # spooled to disk as they arrive and streamed to the upstream (``limits.max_multipart_bytes``).
 BodyKind = Literal["json", "multipart"]
-# json: one JSON body, or SSE frames when the request asks to stream. binary: the upstream's
-# bytes relayed as they arrive (audio), capped by ``limits.max_upstream_binary_bytes``.
+# json: one JSON body, or an SSE stream when the request asks to stream (``EndpointSpec.stream``
+# says which shape). binary: the upstream's bytes relayed as they arrive with its content type
+# (audio, subtitles), capped by ``limits.max_upstream_binary_bytes``.
 ResponseKind = Literal["json", "binary"]
 
 
@@ -77,7 +78,9 @@ class EndpointSpec:
     validate: Callable[[dict[str, Any]], RequestView]
     estimate: Callable[[EstimateInput], Estimate]
     body: BodyKind = "json"
-    response: ResponseKind = "json"
+    # One kind for every request, or the kind a request asks for (a transcription answers JSON,
+    # plain text or subtitles, or streams events, as its ``response_format`` and ``stream`` say).
+    response: ResponseKind | Callable[[Mapping[str, Any]], ResponseKind] = "json"
     # Fields filled in before the body goes upstream (a default model); None: nothing to add.
     with_defaults: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
     # Generated text of a whole answer, counted when the upstream reports no usage.
@@ -95,6 +98,11 @@ class EndpointSpec:
     stream: StreamKind = "chunks"
     # Channel types that serve every OpenAI-wire endpoint forward this one as is.
     openai_wire: bool = True
+
+    def response_kind(self, body: Mapping[str, Any]) -> ResponseKind:
+        """The kind of answer this request gets (``body`` is the validated request)."""
+        response = self.response
+        return response if isinstance(response, str) else response(body)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,6 @@ from sluice.providers.openai_responses import (
 from sluice.providers.sse import SseEventTooLarge, SseSplitter, parse_span
 
 __all__ = [
-    "EventStreamTranslator",
     "OpenAIAdapter",
     "OpenAIStreamTranslator",
     "usage_from_openai",
@@ -219,6 +218,9 @@ class OpenAIAdapter:
         if self._via_responses(call):
             return ResponsesStreamTranslator(call, secret)
         if call.stream_kind == "events":
+            # Imported here: openai_events builds on this module's error and usage readers.
+            from sluice.providers.openai_events import EventStreamTranslator
+
             return EventStreamTranslator(secret=secret, max_event_bytes=call.max_event_bytes)
         return OpenAIStreamTranslator(
             strip_usage_chunk=not call.client_wants_usage,
@@ -368,120 +370,6 @@ class OpenAIStreamTranslator:
 
     def forget_delivered(self) -> None:
         self._retained.clear()
-
-
-class EventStreamTranslator:
-    """Pass-through of a typed-event stream (``event: image_generation.partial_image`` ...):
-    every event goes to the client as the upstream sent it, ``event:`` line included.
-
-    Only events that may carry usage or an error are decoded (a partial image is megabytes of
-    base64 that metering never needs). The stream ends with the upstream's body; it is complete
-    once an event carried usage or a ``type`` ending in ``.completed`` arrived, and cut short
-    otherwise. Where several events carry usage, the last is kept (the final value).
-    """
-
-    def __init__(self, *, secret: str = "", max_event_bytes: int = 0) -> None:
-        self._secret = secret
-        self._splitter = SseSplitter(max_event_bytes)
-        self._usage: UsageTokens | None = None
-        self._failure: UpstreamFailure | None = None
-        self._completed = False
-        self._done = False
-
-    @property
-    def usage(self) -> UsageTokens | None:
-        return self._usage
-
-    @property
-    def failure(self) -> UpstreamFailure | None:
-        return self._failure
-
-    def feed(self, data: bytes) -> list[bytes]:
-        if self._done:
-            return []
-        try:
-            span = self._splitter.take_complete(data)
-        except SseEventTooLarge:
-            return [self._fail(response_too_large("stream event", self._splitter.limit))]
-        frames: list[bytes] = []
-        for block in span.split(b"\n\n") if span else ():
-            frame = self._relay(block)
-            if frame is not None:
-                frames.append(frame)
-                if self._done:
-                    break
-        return frames
-
-    def _relay(self, block: bytes) -> bytes | None:
-        event = parse_span(block)
-        if not event:
-            return None  # a comment or keep-alive
-        payload = event[0].data
-        head = payload[:64]
-        if (
-            event[0].event == b"error"
-            or payload.startswith(b'{"error"')
-            or b'"type":"error"' in head
-            or b'"type": "error"' in head
-        ):
-            return self._error_event(payload)
-        if b'"usage"' in payload or b'.completed"' in payload:
-            parsed = _loads(payload)
-            if parsed is not None:
-                usage = usage_from_openai(parsed.get("usage"))
-                if usage is not None:
-                    self._usage = usage
-                    self._completed = True
-                kind = parsed.get("type")
-                if isinstance(kind, str) and kind.endswith(".completed"):
-                    self._completed = True
-        return block + b"\n\n"
-
-    def _error_event(self, payload: bytes) -> bytes:
-        message, code, _param, _type = openai_error_details(payload)
-        text = redact_secrets(message or "unknown error", self._secret)
-        return self._fail(
-            UpstreamFailure(
-                status=502,
-                kind="server",
-                message=f"Upstream error during stream: {text}",
-                code=code or "upstream_stream_error",
-            )
-        )
-
-    def _fail(self, failure: UpstreamFailure) -> bytes:
-        self._failure = failure
-        self._done = True
-        return sse_frame(orjson.dumps(failure.to_openai_error()))
-
-    def close(self) -> list[bytes]:
-        if self._done:
-            return []
-        frames: list[bytes] = []
-        rest = self._splitter.flush()
-        if rest:  # a last event without its blank line: complete if it parses
-            block = b"data: " + rest[0].data
-            if rest[0].event is not None:
-                block = b"event: " + rest[0].event + b"\n" + block
-            frame = self._relay(block)
-            if frame is not None:
-                frames.append(frame)
-        if self._done or self._completed:
-            self._done = True
-            return frames
-        failure = UpstreamFailure(
-            status=502,
-            kind="bad_response",
-            message="The upstream stream ended before it was complete.",
-            code="upstream_stream_truncated",
-        )
-        return [*frames, self._fail(failure)]
-
-    def delivered_text(self) -> str:
-        return ""  # no text to count: the usage event (or the spec's units) is the meter
-
-    def forget_delivered(self) -> None:
-        pass
 
 
 _SPECIAL_MARKERS = (b'"usage":{', b'"usage": {', b'"error"', b"data: [DONE]")

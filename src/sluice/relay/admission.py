@@ -181,7 +181,9 @@ async def _admit_body(
         default_max_tokens=state.settings.limits.default_max_tokens,
         upload=upload,
     )
-    estimate = await state.offload.run(len(raw), lambda: spec.estimate(given))
+    # An upload's estimate may read its spooled files (an audio duration): off the loop.
+    weight = len(raw) if upload is None else state.offload.min_bytes
+    estimate = await state.offload.run(weight, lambda: spec.estimate(given))
     prompt_tokens = estimate.prompt_tokens
     completion_allowance = estimate.completion_tokens
     # Upstreams count with their own tokenizers; hold a margin so the reservation stays an

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from sluice.core import MeteredUnits, UsageTokens
+from sluice.endpoints.spec import MeterInput
 from sluice.relay.admission import FULL_PRICE_PPM, Admission
 from sluice.state import AppState
 from sluice.storage.usage_sink import UsageRow
@@ -16,6 +17,7 @@ log = logging.getLogger("sluice.billing")
 __all__ = [
     "Outcome",
     "counted_usage",
+    "request_units",
     "settle",
     "settle_in_background",
     "settle_logged",
@@ -50,6 +52,17 @@ def _metered_usage(state: AppState, admission: Admission, outcome: Outcome) -> U
 def counted_usage(state: AppState, admission: Admission, text: str) -> UsageTokens:
     """Usage counted locally: the prompt estimate and the generated text."""
     return UsageTokens(prompt=admission.prompt_tokens, completion=state.tokens.count_text(text))
+
+
+def request_units(admission: Admission) -> UsageTokens | None:
+    """The spec's units for the request itself (characters spoken, seconds of audio sent), for
+    an answer that carries no figures of its own: audio bytes, subtitles, an unmetered stream.
+    None when the spec meters no units."""
+    units_of = admission.spec.units
+    if units_of is None:
+        return None
+    units = units_of(MeterInput(admission.body, admission.view, None, admission.estimate))
+    return None if units is None else UsageTokens(units=units)
 
 
 def _reserved_usage(admission: Admission) -> UsageTokens:

@@ -19,9 +19,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from sluice.core import UsageTokens
-from sluice.endpoints.spec import MeterInput
 from sluice.relay.admission import Admission
-from sluice.relay.billing import Outcome, settle_logged
+from sluice.relay.billing import Outcome, request_units, settle_logged
 from sluice.relay.disconnect import DisconnectWatch
 from sluice.state import AppState
 from sluice.upstream import UpstreamResponse
@@ -116,16 +115,11 @@ class BinaryRelayResponse(Response):
         else:
             self._upstream.close()
         admission = self._admission
-        units = None
-        if admission.spec.units is not None:
-            units = admission.spec.units(
-                MeterInput(admission.body, admission.view, None, admission.estimate)
-            )
         outcome = Outcome(
             status=self._status,
             channel=self._channel,
             upstream_model=self._upstream_model,
-            usage=UsageTokens(units=units),
+            usage=request_units(admission) or UsageTokens(),
             error_code=self._error_code,
             ttft_ms=self._ttft_ms,
             stream=True,

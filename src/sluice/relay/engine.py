@@ -251,9 +251,18 @@ async def _try_channel(
     request_id = admission.request_id if config.capabilities.request_id_header else None
     budget = deadline - asyncio.get_running_loop().time()
     response = await open_channel(state, channel, call, budget_s=budget, request_id=request_id)
-    if admission.spec.response == "binary":
+    kind = admission.spec.response_kind(admission.body)
+    streamed = call.stream
+    if streamed and call.stream_kind == "events":
+        media = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media != "text/event-stream":
+            # Asked to stream, the upstream answered whole (whisper-1 ignores ``stream``):
+            # its answer goes to the client as it came.
+            streamed = False
+            kind = "json" if media == "application/json" else "binary"
+    if kind == "binary":
         return await _start_binary(state, admission, attempt, response)
-    if call.stream:
+    if streamed:
         return await _start_stream(state, admission, attempt, response)
     return await _finish_whole(state, admission, attempt, response)
 

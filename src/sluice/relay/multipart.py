@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from python_multipart.exceptions import FormParserError
 from starlette.datastructures import FormData, UploadFile
@@ -90,6 +90,10 @@ class SpooledForm:
             if item_name == name and isinstance(value, UploadFile):
                 return value
         return None
+
+    def spooled_file(self, name: str) -> BinaryIO | None:
+        upload = self.file(name)
+        return None if upload is None else upload.file
 
     def encoded(self, replace: Mapping[str, str]) -> _Encoded:
         boundary = "sluice-" + secrets.token_hex(16)

@@ -26,7 +26,7 @@ from sluice.endpoints.spec import MeterInput
 from sluice.errors import error_body
 from sluice.providers.base import DONE_FRAME, sse_frame
 from sluice.relay.admission import Admission
-from sluice.relay.billing import Outcome, counted_usage, settle_logged
+from sluice.relay.billing import Outcome, counted_usage, request_units, settle_logged
 from sluice.relay.disconnect import DisconnectWatch
 from sluice.relay.drain import read_for_usage
 from sluice.relay.stream_usage import with_usage_chunk
@@ -204,6 +204,10 @@ class StreamSession:
             return
         self._hand_back_connection()
         usage = translator.usage or self._counted
+        if usage is None and self._status == 200:
+            # A complete stream that reported no usage is billed the request's units, if its
+            # spec meters any (characters spoken, seconds transcribed), as a whole answer is.
+            usage = request_units(self._admission)
         delivered = None if usage is not None else translator.delivered_text()
         self._state.spawn(self._settle(usage, delivered))
 

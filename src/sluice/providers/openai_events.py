@@ -1,0 +1,154 @@
+"""OpenAI's typed-event streams (images ``image_generation.*``, speech ``speech.audio.*``,
+transcription ``transcript.text.*``) passed through as sent.
+
+These streams differ from chat's chunk streams: every event names its ``type``, the usage rides
+in a final event (``image_generation.completed``, ``speech.audio.done``,
+``transcript.text.done``) rather than in a chunk of its own, and no ``[DONE]`` follows. So the
+events are forwarded untouched (``event:`` lines included); only an event that may carry usage,
+an error or the end is decoded (a partial image is megabytes of base64 that metering never
+needs). A stream that stops before its end is truncated, as a chat stream without ``[DONE]``
+is. ``*.completed`` marks the stream complete but more may follow (one per image when ``n`` > 1);
+the audio endpoints' done events and ``[DONE]`` end it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from sluice.core import UpstreamFailure, UsageTokens
+from sluice.providers.base import DONE_FRAME, sse_frame
+from sluice.providers.failures import redact_secrets, response_too_large
+from sluice.providers.openai import openai_error_details, usage_from_openai
+from sluice.providers.sse import SseEventTooLarge, SseSplitter, parse_span
+
+__all__ = ["EventStreamTranslator"]
+
+# Events after which nothing follows (the OpenAI adapter's knowledge of OpenAI's wire format).
+_ENDING_EVENTS = frozenset({"speech.audio.done", "transcript.text.done"})
+_COMPLETED_SUFFIX = ".completed"
+# Bytes one of the events worth decoding has within its first bytes (``type`` comes first).
+_DECODE_MARKERS = (b'.completed"', b'.done"', b"error")
+
+
+class EventStreamTranslator:
+    """A ``core.StreamTranslator`` over an OpenAI typed-event stream."""
+
+    def __init__(self, *, secret: str = "", max_event_bytes: int = 0) -> None:
+        self._secret = secret  # the channel's key, masked in error events
+        self._splitter = SseSplitter(max_event_bytes)
+        self._usage: UsageTokens | None = None
+        self._failure: UpstreamFailure | None = None
+        self._completed = False  # a completed event or usage arrived: the end may be the body's
+        self._done = False
+
+    @property
+    def usage(self) -> UsageTokens | None:
+        return self._usage
+
+    @property
+    def failure(self) -> UpstreamFailure | None:
+        return self._failure
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._done:
+            return []
+        try:
+            span = self._splitter.take_complete(data)
+        except SseEventTooLarge:
+            return [self._fail(response_too_large("stream event", self._splitter.limit))]
+        frames: list[bytes] = []
+        for block in span.split(b"\n\n") if span else ():
+            frame = self._block(block)
+            if frame is not None:
+                frames.append(frame)
+            if self._done:
+                break
+        return frames
+
+    def _block(self, block: bytes) -> bytes | None:
+        events = parse_span(block)
+        if not events:
+            return None  # a comment or a keep-alive: nothing a client needs
+        payload = events[0].data
+        if payload == b"[DONE]":  # some OpenAI-compatible servers end every stream so
+            self._done = True
+            return DONE_FRAME
+        head = payload[:96]
+        if b'"usage"' not in payload and not any(m in head for m in _DECODE_MARKERS):
+            return block + b"\n\n"  # a delta: forwarded undecoded
+        event = _loads(payload)
+        if event is None:
+            return block + b"\n\n"
+        kind = event.get("type")
+        if kind == "error" or (kind is None and "error" in event):
+            return self._error_event(payload)
+        usage = event.get("usage")
+        if isinstance(usage, dict):
+            self._usage = usage_from_openai(usage)  # the last one is the final value
+            self._completed = True
+        if kind in _ENDING_EVENTS:
+            self._done = True
+        elif isinstance(kind, str) and kind.endswith(_COMPLETED_SUFFIX):
+            self._completed = True
+        return block + b"\n\n"
+
+    def _error_event(self, payload: bytes) -> bytes:
+        message, code, _param, _type = openai_error_details(payload)
+        if message is None:  # {"type": "error", "message": ...}: the fields at the top level
+            message, code, _param, _type = openai_error_details(
+                orjson.dumps({"error": _loads(payload)})
+            )
+        text = redact_secrets(message or "unknown error", self._secret)
+        return self._fail(
+            UpstreamFailure(
+                status=502,
+                kind="server",
+                message=f"Upstream error during stream: {text}",
+                code=code or "upstream_stream_error",
+            )
+        )
+
+    def _fail(self, failure: UpstreamFailure) -> bytes:
+        self._failure = failure
+        self._done = True
+        return sse_frame(orjson.dumps(failure.to_openai_error()))
+
+    def close(self) -> list[bytes]:
+        if self._done:
+            return []
+        frames: list[bytes] = []
+        for event in self._splitter.flush():  # a final event without its blank line
+            block = b"data: " + event.data
+            if event.event is not None:
+                block = b"event: " + event.event + b"\n" + block
+            frame = self._block(block)
+            if frame is not None:
+                frames.append(frame)
+        if self._done or self._completed:
+            self._done = True
+            return frames
+        self._failure = UpstreamFailure(
+            status=502,
+            kind="bad_response",
+            message="The upstream stream ended before it was complete.",
+            code="upstream_stream_truncated",
+        )
+        self._done = True
+        return [*frames, sse_frame(orjson.dumps(self._failure.to_openai_error()))]
+
+    def delivered_text(self) -> str:
+        # Audio and transcripts are not priced by their text: nothing is counted locally.
+        return ""
+
+    def forget_delivered(self) -> None:
+        return None
+
+
+def _loads(payload: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
