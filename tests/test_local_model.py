@@ -111,3 +111,48 @@ def test_local_model_stream_ends_with_the_usage_chunk_the_client_asked_for(
     )
     assert last.usage.total_tokens == row["prompt_tokens"] + row["completion_tokens"]
     assert last.id == chunks[0].id and last.model == chunks[0].model
+
+
+@pytest.mark.parametrize("endpoint", ["embeddings", "moderations", "rerank"])
+def test_local_model_refuses_what_its_server_cannot_serve_with_a_400_not_a_502(
+    local_gateway: Gateway, local_server: LocalModelServer, sdk: Callable[..., Any], endpoint: str
+) -> None:
+    """llama-cpp-python's server in chat mode answers embeddings with a 500 ("must be created
+    with embedding=True") and has no moderations or rerank routes: the gateway refuses them at
+    once, naming the endpoint, and the model keeps serving chat."""
+    import httpx
+    import openai
+
+    key = local_gateway.create_key(f"local-{endpoint}", budget_micro=1_000_000)
+    client = sdk(local_gateway, key)
+    if endpoint == "rerank":
+        response = httpx.post(
+            f"{local_gateway.base_url}/rerank",
+            json={"model": MODEL, "query": "q", "documents": ["a"]},
+            headers={"authorization": f"Bearer {key}"},
+        )
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+    else:
+        with pytest.raises(openai.BadRequestError) as raised:
+            if endpoint == "embeddings":
+                client.embeddings.create(model=MODEL, input="hello world")
+            else:
+                client.moderations.create(model=MODEL, input="hello world")
+        assert raised.value.status_code == 400
+        body = raised.value.body
+        assert isinstance(body, dict)
+        error = body
+    assert (error["code"], error["param"]) == ("unsupported_endpoint", "model")
+    assert f"'{endpoint}'" in error["message"]
+    # The server itself really lacks it (so a forwarded request would have failed upstream).
+    direct = httpx.post(
+        f"{local_server.base_url}/{endpoint}", json={"model": MODEL, "input": "hi"}, timeout=30
+    )
+    assert direct.status_code >= 400
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+    )
+    assert reply.choices[0].message.content is not None
+    [row] = local_gateway.usage_rows(key)[:1]
+    assert (row["status"], row["cost_micro"]) == (400, 0)

@@ -40,7 +40,8 @@ def probe_model(channel: Channel) -> str | None:
 
 
 async def probe_channel(state: AppState, channel: Channel, model: str) -> dict[str, Any]:
-    """Send a one-token chat request straight to the channel; report, never raise."""
+    """Send the smallest request (a one-token chat) straight to the channel; report, never
+    raise."""
     outcome, _kind = await _probe(state, channel, model)
     return outcome
 
@@ -50,11 +51,19 @@ async def _probe(
 ) -> tuple[dict[str, Any], FailureKind | None]:
     """The probe's report and, when it failed, the failure's kind (None for a success or an
     error that is not an upstream answer, such as a timeout)."""
-    body = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
-    chat = state.endpoints["chat"]
+    outcome: dict[str, Any] = {"channel": channel.name, "model": model}
+    # Chat for every channel that serves it (the first spec with a probe); a rerank-only
+    # channel is probed with a rerank of one document.
+    spec = next(
+        (s for s in state.endpoints if s.probe_body and channel.config.serves_endpoint(s)), None
+    )
+    if spec is None or spec.probe_body is None:
+        outcome.update(ok=False, status=None, error="no endpoint to probe", latency_ms=0.0)
+        return outcome, None
+    body = spec.probe_body(model)
     call = RelayCall(
-        endpoint=chat.name,
-        path=chat.upstream_path,
+        endpoint=spec.name,
+        path=spec.upstream_path,
         body=body,
         raw_body=orjson.dumps(body),
         requested_model=model,
@@ -63,7 +72,6 @@ async def _probe(
         client_wants_usage=False,
     )
     started = time.perf_counter()
-    outcome: dict[str, Any] = {"channel": channel.name, "model": model}
     kind: FailureKind | None = None
     try:
         response = await open_channel(state, channel, call)

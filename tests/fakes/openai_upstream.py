@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes.cohere_upstream import relevance
 from tests.fakes.server import serve_on_loopback
 
 __all__ = ["FakeOpenAI", "Received", "Scripted"]
@@ -52,6 +53,9 @@ def _usage(prompt: int, completion: int) -> dict[str, Any]:
 
 class FakeOpenAI:
     def __init__(self, *, prompt_tokens: int = 11, send_stream_usage: bool = True) -> None:
+        # How /v1/rerank answers: "vllm" (sorted, top_n applied, documents echoed, usage
+        # total_tokens only) or "llamacpp" (document order, top_n ignored, no id or documents).
+        self.rerank_style = "vllm"
         self.received: list[Received] = []
         self.script: list[Scripted] = []
         self.prompt_tokens = prompt_tokens
@@ -74,6 +78,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/moderations", self._moderations)
+        app.router.add_post("/v1/rerank", self._rerank)
         app.router.add_get("/v1/models", self._models)
         self._runner, self.port = await serve_on_loopback(app)
         return self
@@ -282,6 +287,39 @@ class FakeOpenAI:
             "id": "modr-fake",
             "model": received.body.get("model"),
             "results": [{"flagged": False, "categories": {}, "category_scores": {}}],
+        }
+        return web.Response(body=orjson.dumps(payload), content_type="application/json")
+
+    async def _rerank(self, request: web.Request) -> web.StreamResponse:
+        received = await self._record(request)
+        scripted = await self._scripted(request)
+        if scripted is not None:
+            return scripted
+        body = received.body
+        query, documents = body.get("query"), body.get("documents")
+        if not isinstance(query, str) or not isinstance(documents, list) or not documents:
+            error = {"message": "query and documents are required", "type": "BadRequestError"}
+            return web.json_response({"error": error}, status=400)
+        texts = [d if isinstance(d, str) else orjson.dumps(d).decode() for d in documents]
+        scores = [relevance(query, text) for text in texts]
+        tokens = sum(3 * (len(query.split()) + len(text.split())) + 1 for text in texts)
+        if self.rerank_style == "llamacpp":
+            payload: dict[str, Any] = {
+                "model": body.get("model"),
+                "object": "list",
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                "results": [{"index": i, "relevance_score": s} for i, s in enumerate(scores)],
+            }
+            return web.Response(body=orjson.dumps(payload), content_type="application/json")
+        order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))[: body.get("top_n")]
+        payload = {
+            "id": "rerank-fake-vllm",
+            "model": body.get("model"),
+            "usage": {"total_tokens": tokens},
+            "results": [
+                {"index": i, "document": {"text": texts[i]}, "relevance_score": scores[i]}
+                for i in order
+            ],
         }
         return web.Response(body=orjson.dumps(payload), content_type="application/json")
 

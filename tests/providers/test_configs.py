@@ -9,12 +9,14 @@ import msgspec
 import pytest
 
 from sluice.config_base import Secret
+from sluice.endpoints import default_specs
 from sluice.providers.configs import (
     CHANNEL_CONFIGS,
     AnthropicConfig,
     AnyChannelConfig,
     AzureConfig,
     ChannelConfig,
+    CohereConfig,
     GeminiConfig,
     ImageInliningConfig,
     LocalConfig,
@@ -50,6 +52,7 @@ OWN_FIELDS: dict[str, tuple[type[ChannelConfig], dict[str, Any]]] = {
         SunoApiConfig,
         {"poll_interval_s": 2.0, "proxy_results": True, "upstream_callbacks": True},
     ),
+    "cohere": (CohereConfig, {}),
 }
 TYPE_SPECIFIC = sorted({field for _, fields in OWN_FIELDS.values() for field in fields})
 
@@ -123,7 +126,10 @@ def test_a_field_of_no_type_is_still_an_unknown_field() -> None:
 
 
 def test_a_missing_or_unknown_type_lists_the_types() -> None:
-    every = "anthropic, azure, gemini, local, midjourney-proxy, openai, openai-compatible, suno-api"
+    every = (
+        "anthropic, azure, cohere, gemini, local, midjourney-proxy, openai, openai-compatible, "
+        "suno-api"
+    )
     with pytest.raises(ConfigError) as raised:
         parse_channel({"name": "c"})
     assert f"channels[0]: Object missing required field `type` (one of: {every})" in str(
@@ -151,12 +157,13 @@ ALL = {"chat", "completions", "embeddings", "moderations"}
 CAPABILITIES: dict[str, tuple[set[str], bool, bool, bool, bool, bool]] = {
     "openai": (ALL, True, True, False, True, False),
     "openai-compatible": (ALL, True, True, False, True, False),
-    "local": (ALL, False, False, True, True, False),
+    "local": ({"chat", "completions"}, False, False, True, True, False),
     "azure": ({"chat", "completions", "embeddings"}, True, True, False, True, False),
     "anthropic": ({"chat"}, True, True, False, False, True),
     "gemini": ({"chat", "embeddings"}, True, True, False, False, True),
     "midjourney-proxy": (set(), False, True, False, False, False),
     "suno-api": (set(), False, True, False, False, False),
+    "cohere": ({"rerank"}, True, False, False, False, False),
 }  # fmt: skip
 
 
@@ -176,7 +183,30 @@ def test_only_azure_and_gemini_put_the_model_in_the_url_path() -> None:
     paths = {type_name(c): c(name="c").path_model("models/a b") for c in CHANNEL_CONFIGS}
     assert paths == {
         "openai": None, "openai-compatible": None, "local": None, "anthropic": None,
-        "midjourney-proxy": None, "suno-api": None,
+        "midjourney-proxy": None, "suno-api": None, "cohere": None,
         "azure": "models/a b",  # a deployment name, taken as it is
         "gemini": "a b",  # Gemini's adapter strips the resource prefix
     }  # fmt: skip
+
+
+def test_which_types_serve_each_endpoint_spec() -> None:
+    """By name or by speaking OpenAI's wire (minus what the type lacks): the matrix of
+    docs/providers.md, "Endpoints by channel type"."""
+    channels = [c(name="c") for c in CHANNEL_CONFIGS]
+    served = {
+        spec.name: sorted(c.type for c in channels if c.serves_endpoint(spec))
+        for spec in default_specs()
+    }
+    assert served == {
+        "chat": ["anthropic", "azure", "gemini", "local", "openai", "openai-compatible"],
+        "completions": ["azure", "local", "openai", "openai-compatible"],
+        "embeddings": ["azure", "gemini", "openai", "openai-compatible"],
+        "moderations": ["openai", "openai-compatible"],
+        "rerank": ["cohere", "openai-compatible"],
+        "images": ["azure", "openai", "openai-compatible"],
+        "image_edits": ["azure", "openai", "openai-compatible"],
+        "image_variations": ["openai", "openai-compatible"],
+        "speech": ["azure", "openai", "openai-compatible"],
+        "transcriptions": ["azure", "openai", "openai-compatible"],
+        "translations": ["azure", "openai", "openai-compatible"],
+    }

@@ -29,9 +29,10 @@ def test_unknown_type_has_no_adapter() -> None:
     assert adapter_for(_PigeonConfig(name="pigeon")) is None
 
 
-def _call(model: str, body: dict[str, Any]) -> RelayCall:
+def _call(model: str, body: dict[str, Any], endpoint: str = "chat") -> RelayCall:
+    path = "/chat/completions" if endpoint == "chat" else f"/{endpoint}"
     return RelayCall(
-        endpoint="chat", path="/chat/completions", body=body, raw_body=orjson.dumps(body),
+        endpoint=endpoint, path=path, body=body, raw_body=orjson.dumps(body),
         requested_model=model, upstream_model=model, stream=False, client_wants_usage=False,
     )  # fmt: skip
 
@@ -51,6 +52,7 @@ CHANNELS: dict[str, tuple[dict[str, Any], str]] = {
         {"base_url": "http://g", "safety_settings": [{"category": "C", "threshold": "T"}]},
         "http://g/v1beta/models/m:generateContent",
     ),
+    "cohere": ({"base_url": "http://co/v2"}, "http://co/v2/rerank"),  # rerank only
 }  # fmt: skip
 
 
@@ -61,8 +63,11 @@ def test_a_parsed_channel_gets_the_adapter_of_its_type(kind: str) -> None:
     assert type(config) is PROVIDERS[kind].config
     adapter = adapter_for(config)
     assert adapter is not None and adapter.name == kind
-    hello = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-    request = adapter.build_request(_call("m", hello), config)
+    if "chat" in config.capabilities.endpoints:
+        call = _call("m", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    else:
+        call = _call("m", {"model": "m", "query": "q", "documents": ["d"]}, "rerank")
+    request = adapter.build_request(call, config)
     assert request.url == url
     if kind == "gemini":
         assert orjson.loads(request.body)["safetySettings"] == [{"category": "C", "threshold": "T"}]

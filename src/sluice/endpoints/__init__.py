@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sluice.endpoints.audio import AUDIO_SPECS
 from sluice.endpoints.images import IMAGE_SPECS
+from sluice.endpoints.rerank import RERANK_SPECS
 from sluice.endpoints.spec import EndpointRegistry, EndpointSpec
 from sluice.endpoints.text import TEXT_SPECS
 
@@ -16,4 +17,5 @@ def default_specs() -> tuple[EndpointSpec, ...]:
         *TEXT_SPECS,
         *IMAGE_SPECS,
         *AUDIO_SPECS,
+        *RERANK_SPECS,
     )

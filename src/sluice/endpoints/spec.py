@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sluice.core import MeteredUnits, StreamKind, UploadedForm, UsageTokens
+from sluice.core import MeteredUnits, ParsedResponse, StreamKind, UploadedForm, UsageTokens
 from sluice.metering.tokens import TokenCounter
 from sluice.protocol.validate import RequestView
 
@@ -90,6 +90,12 @@ class EndpointSpec:
     show_counted_usage: Callable[[bytes, int], bytes] | None = None
     # Units besides tokens a successful answer used (images returned, characters spoken).
     units: Callable[[MeterInput], MeteredUnits | None] | None = None
+    # The whole answer put in the endpoint's one shape, with the usage it bills, whatever the
+    # upstream's variant of it (rerank: ids, echoed documents, ``top_n`` and where usage sits
+    # differ between servers); ``response`` is the adapter's answer. Raises
+    # ``UpstreamBadResponse`` for an answer that is not one (another channel is tried).
+    # None: the answer is shown as the adapter returned it.
+    reshape: Callable[[MeterInput], ParsedResponse] | None = None
     # ``object`` of the usage chunk added to a stream whose upstream sent none.
     stream_object: str = "chat.completion.chunk"
     # What a streamed answer is made of (``core.StreamKind``): chat-shaped chunks, or typed
@@ -98,6 +104,9 @@ class EndpointSpec:
     stream: StreamKind = "chunks"
     # Channel types that serve every OpenAI-wire endpoint forward this one as is.
     openai_wire: bool = True
+    # The smallest request for ``model`` (a channel's test request and health probe): a channel
+    # is probed with the first spec it serves that has one. None: never used to probe.
+    probe_body: Callable[[str], dict[str, Any]] | None = None
 
     def response_kind(self, body: Mapping[str, Any]) -> ResponseKind:
         """The kind of answer this request gets (``body`` is the validated request)."""

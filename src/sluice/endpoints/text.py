@@ -74,6 +74,10 @@ def _with_counted_usage(body: bytes, prompt_tokens: int) -> bytes:
     return orjson.dumps(parsed)
 
 
+def _chat_probe(model: str) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+
+
 def _default_moderation_model(body: dict[str, Any]) -> dict[str, Any] | None:
     if body.get("model"):
         return None
@@ -88,6 +92,7 @@ TEXT_SPECS = (
         validate=validate_chat,
         estimate=_estimate_chat,
         delivered_text=text_of_response,
+        probe_body=_chat_probe,
     ),
     EndpointSpec(
         name="completions",

@@ -43,6 +43,7 @@ __all__ = [
     "AzureConfig",
     "Capabilities",
     "ChannelConfig",
+    "CohereConfig",
     "ServedEndpoint",
     "GeminiConfig",
     "ImageInliningConfig",
@@ -178,8 +179,12 @@ class TaskChannelConfig(ChannelConfig, frozen=True):
 
 
 class OpenAIConfig(OpenAIWireConfig, frozen=True, tag="openai"):
+    # OpenAI has no rerank endpoint: refused with a 400 rather than forwarded to a 404.
     capabilities = Capabilities(
-        endpoints=ALL_ENDPOINTS, openai_wire=True, task_kinds=frozenset({"video"})
+        endpoints=ALL_ENDPOINTS,
+        openai_wire=True,
+        lacks=frozenset({"rerank"}),
+        task_kinds=frozenset({"video"}),
     )
 
 
@@ -190,9 +195,13 @@ class OpenAICompatibleConfig(OpenAIWireConfig, frozen=True, tag="openai-compatib
 class LocalConfig(OpenAIWireConfig, frozen=True, tag="local"):
     """SmolLM2 (or another GGUF) served by a llama.cpp child process Sluice manages."""
 
-    # Its request-id plugin answers 400 to ids that are not UUIDs.
+    # The managed llama-cpp-python server is run for chat and completions: its embeddings mode
+    # (``--embedding``) costs memory and, for a model without pooling such as SmolLM2, answers
+    # one vector per token rather than per input; it has no moderations or rerank routes
+    # (docs/providers.md, "The embedded default"). Its request-id plugin answers 400 to ids
+    # that are not UUIDs.
     capabilities = Capabilities(
-        endpoints=ALL_ENDPOINTS,
+        endpoints=frozenset({"chat", "completions"}),
         request_id_header=False,
         needs_base_url=False,
         managed_server=True,
@@ -204,12 +213,12 @@ class LocalConfig(OpenAIWireConfig, frozen=True, tag="local"):
 
 
 class AzureConfig(OpenAIWireConfig, frozen=True, tag="azure"):
-    # Azure OpenAI has no moderations or image variations endpoint; the rest is OpenAI's below
-    # a deployment.
+    # Azure OpenAI has no moderations, image variations or rerank endpoint; the rest is
+    # OpenAI's below a deployment.
     capabilities = Capabilities(
         endpoints=frozenset({"chat", "completions", "embeddings"}),
         openai_wire=True,
-        lacks=frozenset({"moderations", "image_variations"}),
+        lacks=frozenset({"moderations", "image_variations", "rerank"}),
         task_kinds=frozenset({"video"}),
     )
 
@@ -250,6 +259,12 @@ class SunoApiConfig(TaskChannelConfig, frozen=True, tag="suno-api"):
     )
 
 
+class CohereConfig(ChannelConfig, frozen=True, tag="cohere"):
+    """Cohere's v2 API; rerank only (its chat is not translated)."""
+
+    capabilities = Capabilities(endpoints=frozenset({"rerank"}), needs_base_url=False)
+
+
 # What the config file's ``channels`` entries are parsed as. A provider's config joins here;
 # its adapter is tied to it in ``sluice.providers.registry``.
 AnyChannelConfig = (
@@ -261,6 +276,7 @@ AnyChannelConfig = (
     | GeminiConfig
     | MidjourneyProxyConfig
     | SunoApiConfig
+    | CohereConfig
 )
 CHANNEL_CONFIGS: tuple[type[ChannelConfig], ...] = get_args(AnyChannelConfig)
 

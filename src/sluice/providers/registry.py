@@ -14,10 +14,12 @@ from typing import Any, Generic, TypeVar
 from sluice.providers.anthropic import AnthropicAdapter
 from sluice.providers.azure import AzureAdapter
 from sluice.providers.base import Adapter
+from sluice.providers.cohere import CohereAdapter
 from sluice.providers.configs import (
     AnthropicConfig,
     AzureConfig,
     ChannelConfig,
+    CohereConfig,
     GeminiConfig,
     LocalConfig,
     MidjourneyProxyConfig,
@@ -61,6 +63,7 @@ PROVIDERS = _providers(
     Provider(GeminiConfig, lambda c: GeminiAdapter()),
     Provider(MidjourneyProxyConfig, lambda c: TaskOnlyAdapter("midjourney-proxy")),
     Provider(SunoApiConfig, lambda c: TaskOnlyAdapter("suno-api")),
+    Provider(CohereConfig, lambda c: CohereAdapter()),
 )
 
 

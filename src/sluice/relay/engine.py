@@ -290,6 +290,8 @@ async def _finish_whole(
         response.release()
     try:
         parsed = attempt.channel.adapter.parse_response(attempt.call, body)
+        if admission.spec.reshape is not None:
+            parsed = _reshaped(admission, parsed)
     except UpstreamBadResponse as exc:
         raise ChannelFailed(
             UpstreamFailure(status=502, kind="bad_response", message=exc.message, code=exc.code)
@@ -313,6 +315,17 @@ async def _finish_whole(
         ),
     )
     return presented
+
+
+def _reshaped(admission: Admission, parsed: ParsedResponse) -> ParsedResponse:
+    """The answer in its endpoint's one shape (``EndpointSpec.reshape``)."""
+    assert admission.spec.reshape is not None
+    try:
+        decoded = orjson.loads(parsed.body)
+    except orjson.JSONDecodeError:
+        raise UpstreamBadResponse("The upstream returned a body that is not JSON.") from None
+    given = MeterInput(admission.body, admission.view, decoded, admission.estimate)
+    return admission.spec.reshape(given)
 
 
 def _present_whole(
