@@ -16,6 +16,7 @@ import orjson
 import pytest
 import yaml
 
+from sluice.providers.registry import supported_types
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.support import ADMIN_KEY, free_port
 
@@ -93,7 +94,9 @@ def test_config_check_reports_problems(tmp_path: Path, fake_openai: FakeOpenAI) 
     bad.write_text("channels:\n  - name: x\n    type: carrier-pigeon\n")
     result = run_cli(good, "config", "check", str(bad), check=False)
     assert result.returncode == 2 and "channels[0].type: Invalid enum value" in result.stderr
-    assert "(expected one of: anthropic, azure, gemini, local, openai" in result.stderr
+    # Every registered type, named from the registry (a new provider needs no edit here).
+    expected = ", ".join(supported_types())
+    assert f"(expected one of: {expected})" in result.stderr
     bad.write_text("channels:\n  - {name: x, type: openai}\n  - {name: x, type: openai}\n")
     result = run_cli(good, "config", "check", str(bad), check=False)
     assert result.returncode == 2 and "duplicate channel names: x" in result.stderr
@@ -177,3 +180,113 @@ def test_serve_reload_and_cli_share_the_database(
 
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
+
+
+def _children(pid: int) -> list[int]:
+    listed = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in listed]
+
+
+def _running(pid: int) -> bool:
+    """Not exited (a zombie waiting for a parent that does not reap it counts as exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def test_serve_without_a_managed_channel_starts_no_child(served: tuple[Path, str, Any]) -> None:
+    _, _, process = served
+    assert _children(process.pid) == []
+
+
+def _serve_local_audio(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, str]:
+    """``sluice serve`` with a local-audio channel on a known port: (serve, audio port, url)."""
+    from sluice.local_audio.asr import transcription_available
+    from sluice.local_audio.tts import speech_available
+    from tests.conftest import skip_unless_ci
+
+    if not (speech_available() or transcription_available()):
+        skip_unless_ci("the local audio engines (the `local` extra) are not installed")
+    audio_port = free_port()
+    config = tmp_path / "sluice.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "database_url": f"sqlite:///{tmp_path / 'audio.db'}",
+                "admin_key": "${TEST_ADMIN_KEY}",
+                "channels": [
+                    {
+                        "name": "voice",
+                        "type": "local-audio",
+                        "models": ["hibari"],
+                        "port": audio_port,
+                    }
+                ],
+            }
+        )
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [SLUICE, "serve", "--port", str(port)],
+        env=_env(config),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    else:
+        process.kill()
+        pytest.fail("sluice serve did not become ready")
+    return process, audio_port, url
+
+
+def _audio_health(port: int) -> httpx.Response:
+    return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def test_serve_starts_the_local_audio_server_and_stops_it_with_the_gateway(
+    tmp_path: Path,
+) -> None:
+    process, audio_port, _ = _serve_local_audio(tmp_path)
+    try:
+        (child,) = _children(process.pid)
+        health = _audio_health(audio_port)
+        assert health.status_code == 200 and "hibari" in health.json()["models"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert process.stdout is not None
+        output = process.stdout.read().decode()
+        assert "starting local audio server for channel voice" in output
+        assert not _running(child)
+        with pytest.raises(httpx.TransportError):
+            _audio_health(audio_port)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+def test_the_local_audio_server_stops_when_the_gateway_is_killed(tmp_path: Path) -> None:
+    process, audio_port, _ = _serve_local_audio(tmp_path)
+    (child,) = _children(process.pid)
+    try:
+        process.kill()  # no clean-up runs: the child notices its parent is gone
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while _running(child) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _running(child)
+    finally:
+        if _running(child):
+            os.kill(child, signal.SIGKILL)
+        assert process.stdout is not None
+        process.stdout.close()

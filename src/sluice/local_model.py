@@ -10,15 +10,12 @@ The child is started once by ``sluice serve`` and shared by all gateway workers.
 from __future__ import annotations
 
 import importlib.util
-import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sluice.child_process import free_port, start_child, stop_child
 
 __all__ = ["LocalModelServer", "local_model_available", "smollm2_model_path", "free_port"]
 
@@ -39,13 +36,6 @@ def smollm2_model_path() -> Path | None:
 
 def local_model_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None and smollm2_model_path() is not None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -74,37 +64,10 @@ class LocalModelServer:
             "--n_ctx", str(self.context_size),
             "--n_threads", "1",
         ]  # fmt: skip
-        env = dict(os.environ)
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        self.process = start_child(
+            command, f"{self.base_url}/models", ready_timeout_s, "local model server"
         )
-        self._wait_ready(ready_timeout_s)
         return self.base_url
 
-    def _wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        url = f"{self.base_url}/models"
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(
-                    f"local model server exited with status {self.process.returncode}"
-                )
-            try:
-                with urllib.request.urlopen(url, timeout=1.0) as response:  # loopback only
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"local model server did not become ready in {timeout_s:.0f}s")
-
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop_child(self.process)

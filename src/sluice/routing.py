@@ -136,10 +136,10 @@ def build_router(settings: Settings, local_endpoints: Mapping[str, str]) -> Rout
         if adapter is None:
             log.warning("channel %s: type %s is not supported; skipped", config.name, config.type)
             continue
-        if config.capabilities.managed_server:
+        if config.capabilities.managed_server is not None:
             base_url = local_endpoints.get(config.name)
             if base_url is None:
-                log.warning("channel %s: local model server is not running; skipped", config.name)
+                log.warning("channel %s: its managed server is not running; skipped", config.name)
                 continue
             config = msgspec.structs.replace(config, base_url=base_url)
         channels.append(Channel(config=config, adapter=adapter))

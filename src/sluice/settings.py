@@ -466,10 +466,15 @@ def load_settings(path: Path | None) -> Settings:
 
 
 def default_settings() -> Settings:
-    """The embedded default: SQLite, in-process limits, local model channel when installed."""
+    """The embedded default: SQLite, in-process limits, the local channels whose engines are
+    installed (the ``local`` extra): chat (SmolLM2) and audio (hibari, Whisper tiny.en)."""
     channels: list[dict[str, Any]] = []
-    from sluice.local_model import local_model_available  # local import: optional extra
+    # Local imports: optional extras, and modules that import settings themselves.
+    from sluice.local_audio.asr import LOCAL_TRANSCRIPTION_MODEL, transcription_available
+    from sluice.local_audio.tts import LOCAL_SPEECH_MODEL, speech_available
+    from sluice.local_model import local_model_available
 
+    overrides: dict[str, dict[str, float]] = {LOCAL_MODEL_NAME: {"input": 0.0, "output": 0.0}}
     if local_model_available():
         channels.append(
             {
@@ -479,9 +484,24 @@ def default_settings() -> Settings:
                 "stream_usage": False,
             }
         )
-    return parse_settings(
-        {
-            "channels": channels,
-            "pricing": {"overrides": {LOCAL_MODEL_NAME: {"input": 0.0, "output": 0.0}}},
-        }
-    )
+    audio_models: list[str] = []
+    aliases: dict[str, str] = {}
+    if speech_available():
+        audio_models.append(LOCAL_SPEECH_MODEL)
+        # OpenAI's speech model names, so clients written for OpenAI work unchanged.
+        aliases |= dict.fromkeys(("tts-1", "tts-1-hd", "gpt-4o-mini-tts"), LOCAL_SPEECH_MODEL)
+        overrides[LOCAL_SPEECH_MODEL] = {"per_1m_characters": 0.0}
+    if transcription_available():
+        audio_models.append(LOCAL_TRANSCRIPTION_MODEL)
+        aliases["whisper-1"] = LOCAL_TRANSCRIPTION_MODEL
+        overrides[LOCAL_TRANSCRIPTION_MODEL] = {"per_audio_second": 0.0}
+    if audio_models:
+        channels.append(
+            {
+                "name": "local-audio",
+                "type": "local-audio",
+                "models": audio_models,
+                "model_map": aliases,
+            }
+        )
+    return parse_settings({"channels": channels, "pricing": {"overrides": overrides}})

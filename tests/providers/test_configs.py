@@ -19,6 +19,7 @@ from sluice.providers.configs import (
     CohereConfig,
     GeminiConfig,
     ImageInliningConfig,
+    LocalAudioConfig,
     LocalConfig,
     MidjourneyProxyConfig,
     OpenAICompatibleConfig,
@@ -41,6 +42,7 @@ OWN_FIELDS: dict[str, tuple[type[ChannelConfig], dict[str, Any]]] = {
         LocalConfig,
         {"stream_usage": False, "model_path": "/m.gguf", "port": 8081, "context_size": 4096},
     ),
+    "local-audio": (LocalAudioConfig, {"stream_usage": False, "port": 8082, "threads": 2}),
     "azure": (AzureConfig, {"stream_usage": False, "api_version": "2025-01-01-preview"}),
     "anthropic": (AnthropicConfig, {"allow_private_image_urls": True}),
     "gemini": (GeminiConfig, {"allow_private_image_urls": True, "safety_settings": SAFETY}),
@@ -81,6 +83,7 @@ def test_each_type_parses_with_its_own_fields(kind: str) -> None:
         "stream_usage": True, "allow_private_image_urls": False, "safety_settings": [],
         "model_path": None, "port": None, "context_size": 2048, "api_version": None,
         "poll_interval_s": 5.0, "proxy_results": False, "upstream_callbacks": False,
+        "threads": 1,
     }  # fmt: skip
     for field in own:
         assert getattr(bare, field) == defaults[field]
@@ -95,6 +98,7 @@ def test_a_field_of_another_type_is_refused_naming_the_field_and_the_type(
 ) -> None:
     value = {
         **OWN_FIELDS["local"][1],
+        **OWN_FIELDS["local-audio"][1],
         **OWN_FIELDS["azure"][1],
         **OWN_FIELDS["gemini"][1],
         **OWN_FIELDS["suno-api"][1],
@@ -113,8 +117,12 @@ def test_owners_of_a_field() -> None:
     assert owners_of_field("api_version") == ["azure"]
     assert owners_of_field("safety_settings") == ["gemini"]
     assert owners_of_field("allow_private_image_urls") == ["anthropic", "gemini"]
-    assert owners_of_field("stream_usage") == ["azure", "local", "openai", "openai-compatible"]
+    assert owners_of_field("stream_usage") == [
+        "azure", "local", "local-audio", "openai", "openai-compatible",
+    ]  # fmt: skip
     assert owners_of_field("context_size") == ["local"]
+    assert owners_of_field("port") == ["local", "local-audio"]
+    assert owners_of_field("threads") == ["local-audio"]
     assert owners_of_field("no_such_field") == []
 
 
@@ -127,8 +135,8 @@ def test_a_field_of_no_type_is_still_an_unknown_field() -> None:
 
 def test_a_missing_or_unknown_type_lists_the_types() -> None:
     every = (
-        "anthropic, azure, cohere, gemini, local, midjourney-proxy, openai, openai-compatible, "
-        "suno-api"
+        "anthropic, azure, cohere, gemini, local, local-audio, midjourney-proxy, openai, "
+        "openai-compatible, suno-api"
     )
     with pytest.raises(ConfigError) as raised:
         parse_channel({"name": "c"})
@@ -154,16 +162,18 @@ def test_a_config_round_trips_through_its_type_tag(cls: type[ChannelConfig]) -> 
 # type -> (endpoints, request id header, base_url needed, managed server,
 #          takes stream_options, images inlined by Sluice)
 ALL = {"chat", "completions", "embeddings", "moderations"}
-CAPABILITIES: dict[str, tuple[set[str], bool, bool, bool, bool, bool]] = {
-    "openai": (ALL, True, True, False, True, False),
-    "openai-compatible": (ALL, True, True, False, True, False),
-    "local": ({"chat", "completions"}, False, False, True, True, False),
-    "azure": ({"chat", "completions", "embeddings"}, True, True, False, True, False),
-    "anthropic": ({"chat"}, True, True, False, False, True),
-    "gemini": ({"chat", "embeddings"}, True, True, False, False, True),
-    "midjourney-proxy": (set(), False, True, False, False, False),
-    "suno-api": (set(), False, True, False, False, False),
-    "cohere": ({"rerank"}, True, False, False, False, False),
+AUDIO = {"speech", "transcriptions", "translations"}
+CAPABILITIES: dict[str, tuple[set[str], bool, bool, str | None, bool, bool]] = {
+    "openai": (ALL, True, True, None, True, False),
+    "openai-compatible": (ALL, True, True, None, True, False),
+    "local": ({"chat", "completions"}, False, False, "llama.cpp", True, False),
+    "local-audio": (AUDIO, True, False, "local-audio", True, False),
+    "azure": ({"chat", "completions", "embeddings"}, True, True, None, True, False),
+    "anthropic": ({"chat"}, True, True, None, False, True),
+    "gemini": ({"chat", "embeddings"}, True, True, None, False, True),
+    "midjourney-proxy": (set(), False, True, None, False, False),
+    "suno-api": (set(), False, True, None, False, False),
+    "cohere": ({"rerank"}, True, False, None, False, False),
 }  # fmt: skip
 
 
@@ -174,7 +184,7 @@ def test_capabilities_of_each_type(cls: type[ChannelConfig]) -> None:
     assert set(caps.endpoints) == endpoints
     assert caps.request_id_header is request_id
     assert caps.needs_base_url is base_url
-    assert caps.managed_server is managed
+    assert caps.managed_server == managed
     assert issubclass(cls, OpenAIWireConfig) is stream_options
     assert issubclass(cls, ImageInliningConfig) is inline
 
@@ -182,7 +192,8 @@ def test_capabilities_of_each_type(cls: type[ChannelConfig]) -> None:
 def test_only_azure_and_gemini_put_the_model_in_the_url_path() -> None:
     paths = {type_name(c): c(name="c").path_model("models/a b") for c in CHANNEL_CONFIGS}
     assert paths == {
-        "openai": None, "openai-compatible": None, "local": None, "anthropic": None,
+        "openai": None, "openai-compatible": None, "local": None, "local-audio": None,
+        "anthropic": None,
         "midjourney-proxy": None, "suno-api": None, "cohere": None,
         "azure": "models/a b",  # a deployment name, taken as it is
         "gemini": "a b",  # Gemini's adapter strips the resource prefix
@@ -206,7 +217,7 @@ def test_which_types_serve_each_endpoint_spec() -> None:
         "images": ["azure", "openai", "openai-compatible"],
         "image_edits": ["azure", "openai", "openai-compatible"],
         "image_variations": ["openai", "openai-compatible"],
-        "speech": ["azure", "openai", "openai-compatible"],
-        "transcriptions": ["azure", "openai", "openai-compatible"],
-        "translations": ["azure", "openai", "openai-compatible"],
+        "speech": ["azure", "local-audio", "openai", "openai-compatible"],
+        "transcriptions": ["azure", "local-audio", "openai", "openai-compatible"],
+        "translations": ["azure", "local-audio", "openai", "openai-compatible"],
     }

@@ -29,12 +29,24 @@ def test_unknown_type_has_no_adapter() -> None:
     assert adapter_for(_PigeonConfig(name="pigeon")) is None
 
 
-def _call(model: str, body: dict[str, Any], endpoint: str = "chat") -> RelayCall:
-    path = "/chat/completions" if endpoint == "chat" else f"/{endpoint}"
+def _call(
+    model: str, body: dict[str, Any], endpoint: str = "chat", path: str = "/chat/completions"
+) -> RelayCall:
     return RelayCall(
         endpoint=endpoint, path=path, body=body, raw_body=orjson.dumps(body),
         requested_model=model, upstream_model=model, stream=False, client_wants_usage=False,
     )  # fmt: skip
+
+
+HELLO = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+# The request each type's test sends, when not a chat completion: an audio-only type gets
+# the speech request its server answers.
+CALLS = {
+    "cohere": _call("m", {"model": "m", "query": "q", "documents": ["d"]}, "rerank", "/rerank"),
+    "local-audio": _call(
+        "m", {"model": "m", "input": "hi", "voice": "alloy"}, "speech", "/audio/speech"
+    ),
+}
 
 
 # A channel of each type, as the config file has it, with a field of its own that shows in the
@@ -43,6 +55,7 @@ CHANNELS: dict[str, tuple[dict[str, Any], str]] = {
     "openai": ({"base_url": "http://o/v1"}, "http://o/v1/chat/completions"),
     "openai-compatible": ({"base_url": "http://c/v1"}, "http://c/v1/chat/completions"),
     "local": ({"context_size": 512}, "/chat/completions"),  # base_url: its server's, at start
+    "local-audio": ({"threads": 2}, "/audio/speech"),  # base_url: its server's, at start
     "azure": (
         {"base_url": "http://a", "api_version": "2099-01-01"},
         "http://a/openai/deployments/m/chat/completions?api-version=2099-01-01",
@@ -63,10 +76,7 @@ def test_a_parsed_channel_gets_the_adapter_of_its_type(kind: str) -> None:
     assert type(config) is PROVIDERS[kind].config
     adapter = adapter_for(config)
     assert adapter is not None and adapter.name == kind
-    if "chat" in config.capabilities.endpoints:
-        call = _call("m", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
-    else:
-        call = _call("m", {"model": "m", "query": "q", "documents": ["d"]}, "rerank")
+    call = CALLS.get(kind) or _call("m", HELLO)
     request = adapter.build_request(call, config)
     assert request.url == url
     if kind == "gemini":

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, get_args
 
 import msgspec
 
@@ -47,7 +47,9 @@ __all__ = [
     "ServedEndpoint",
     "GeminiConfig",
     "ImageInliningConfig",
+    "LocalAudioConfig",
     "LocalConfig",
+    "ManagedServer",
     "MidjourneyProxyConfig",
     "OpenAICompatibleConfig",
     "OpenAIConfig",
@@ -59,6 +61,11 @@ __all__ = [
 ]
 
 ALL_ENDPOINTS: frozenset[Endpoint] = frozenset({"chat", "completions", "embeddings", "moderations"})
+AUDIO_ENDPOINTS: frozenset[Endpoint] = frozenset({"speech", "transcriptions", "translations"})
+
+# The servers Sluice can start itself, one kind per config type that needs one: ``sluice serve``
+# launches each kind its own way and routes the channel to the address it got.
+ManagedServer = Literal["llama.cpp", "local-audio"]
 
 
 class ServedEndpoint(Protocol):
@@ -85,8 +92,9 @@ class Capabilities:
     request_id_header: bool = True
     # ``sluice config check`` requires a base_url (the local type gets its server's).
     needs_base_url: bool = True
-    # Sluice starts the upstream itself (llama.cpp child process) and routes to its address.
-    managed_server: bool = False
+    # Sluice starts the upstream itself (a child process of this kind) and routes to its
+    # address; None: the channel's base_url is the upstream.
+    managed_server: ManagedServer | None = None
     # Asynchronous task kinds the channel runs (``sluice.tasks``): "midjourney", "suno", "video".
     task_kinds: frozenset[str] = frozenset()
 
@@ -204,12 +212,26 @@ class LocalConfig(OpenAIWireConfig, frozen=True, tag="local"):
         endpoints=frozenset({"chat", "completions"}),
         request_id_header=False,
         needs_base_url=False,
-        managed_server=True,
+        managed_server="llama.cpp",
     )
 
     model_path: str | None = None
     port: int | None = None  # of the managed llama.cpp server; default: a free one
     context_size: PositiveInt = 2048
+
+
+class LocalAudioConfig(OpenAIWireConfig, frozen=True, tag="local-audio"):
+    """Offline speech (hibari) and transcription (Whisper tiny.en) served by a child process
+    Sluice manages (``sluice.local_audio.server``), at OpenAI's audio paths."""
+
+    capabilities = Capabilities(
+        endpoints=AUDIO_ENDPOINTS,
+        needs_base_url=False,
+        managed_server="local-audio",
+    )
+
+    port: int | None = None  # of the managed audio server; default: a free one
+    threads: PositiveInt = 1  # cores each engine computes on
 
 
 class AzureConfig(OpenAIWireConfig, frozen=True, tag="azure"):
@@ -271,6 +293,7 @@ AnyChannelConfig = (
     OpenAIConfig
     | OpenAICompatibleConfig
     | LocalConfig
+    | LocalAudioConfig
     | AzureConfig
     | AnthropicConfig
     | GeminiConfig
