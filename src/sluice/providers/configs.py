@@ -164,7 +164,7 @@ class OpenAIWireConfig(ChannelConfig, frozen=True):
     # Whether the upstream honours stream_options.include_usage (llama.cpp's server does not).
     stream_usage: bool = True
     # Upstream models (globs) served only through the Responses API: chat completions for
-    # them are sent as Responses requests and translated back (providers/openai_responses.py).
+    # them are sent as Responses requests and translated back (providers/chat_via_responses.py).
     responses_models: list[str] = msgspec.field(default_factory=list)
 
 

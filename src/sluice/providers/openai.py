@@ -25,13 +25,13 @@ from sluice.core import (
 )
 from sluice.errors import UpstreamBadResponse
 from sluice.providers.base import DONE_FRAME, sse_frame
-from sluice.providers.configs import OpenAIWireConfig
-from sluice.providers.failures import classify, redact_secrets, response_too_large
-from sluice.providers.openai_responses import (
+from sluice.providers.chat_via_responses import (
     ResponsesStreamTranslator,
     chat_as_responses_body,
     chat_from_response,
 )
+from sluice.providers.configs import OpenAIWireConfig
+from sluice.providers.failures import classify, redact_secrets, response_too_large
 from sluice.providers.sse import SseEventTooLarge, SseSplitter, parse_span
 
 __all__ = [

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from sluice.core import RelayCall
 from sluice.errors import InvalidRequest
-from sluice.providers.openai_responses import (
+from sluice.providers.chat_via_responses import (
     ResponsesStreamTranslator,
     chat_as_responses_body,
     chat_from_response,
