@@ -46,7 +46,7 @@ from sluice.errors import (
 from sluice.files.routes import file_routes
 from sluice.forwarded import ForwardedForMiddleware, TrustedProxies
 from sluice.health_probe import run_probe_loop
-from sluice.inbound import anthropic_routes
+from sluice.inbound import anthropic_routes, responses_routes
 from sluice.observability.access_log import (
     AccessLogMiddleware,
     configure_access_log,
@@ -225,6 +225,7 @@ def create_app(
     hot_routes = [
         *relay_routes(registry),
         *anthropic_routes(),  # Anthropic Messages API in front (sluice.inbound)
+        *responses_routes(),  # OpenAI Responses API over chat (sluice.inbound)
     ]
     routes = [
         Route("/healthz", healthz, methods=["GET"]),

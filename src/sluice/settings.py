@@ -258,6 +258,13 @@ class BatchesConfig(_Strict, frozen=True):
     max_lines: PositiveInt = 50_000  # per input file
 
 
+class ResponsesConfig(_Strict, frozen=True):
+    """The Responses API on channels that translate it to chat (stored responses)."""
+
+    # Stored responses (``store``, the default) are kept this long, then hidden and deleted.
+    retention_days: PositiveFloat = 30.0
+
+
 class CorsConfig(_Strict, frozen=True):
     allow_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
     max_age_s: int = 600
@@ -305,6 +312,7 @@ class Settings(_Strict, frozen=True):
     files: FilesConfig = msgspec.field(default_factory=FilesConfig)
     batches: BatchesConfig = msgspec.field(default_factory=BatchesConfig)
     tasks: TasksConfig = msgspec.field(default_factory=TasksConfig)  # Midjourney, Suno, video
+    responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
     shutdown_grace_s: NonNegativeFloat = 30.0
     # Idle client connections are kept this long. Longer than clients' own idle limits (httpx
     # 5 s, aiohttp 15 s, most load balancers 60 s), so the client always closes first and

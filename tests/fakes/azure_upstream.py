@@ -47,8 +47,21 @@ class FakeAzure(FakeOpenAI):
         app.router.add_post(base + "/chat/completions", self._guard(self._chat))
         app.router.add_post(base + "/completions", self._guard(self._completions))
         app.router.add_post(base + "/embeddings", self._guard(self._embeddings))
+        # The v1 API (Responses): one path, the deployment named by the body's model.
+        app.router.add_post("/openai/v1/responses", self._v1_responses)
         self._runner, self.port = await serve_on_loopback(app)
         return self
+
+    async def _v1_responses(self, request: web.Request) -> web.StreamResponse:
+        if "authorization" in request.headers:
+            self.violations.append("Authorization header sent to Azure")
+        if request.headers.get("api-key") != AZURE_KEY:
+            return _azure_error(401, "401", "Access denied due to invalid subscription key.")
+        model = orjson.loads(await request.read()).get("model")
+        if model not in DEPLOYMENTS:
+            return _azure_error(404, "DeploymentNotFound", "The API deployment does not exist.")
+        self.deployments_called.append(model)
+        return await self._responses(request)
 
     def _guard(self, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:

@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from tests.fakes.cohere_upstream import relevance
+from tests.fakes.openai_responses import FakeResponsesApi
 from tests.fakes.server import serve_on_loopback
 
 __all__ = ["FakeOpenAI", "Received", "Scripted"]
@@ -67,6 +68,7 @@ class FakeOpenAI:
         self.disconnect_event = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.responses_api = FakeResponsesApi(REPLY_WORDS)  # OpenAI's own /v1/responses
 
     @property
     def base_url(self) -> str:
@@ -80,6 +82,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/moderations", self._moderations)
         app.router.add_post("/v1/rerank", self._rerank)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/responses", self._responses)
         self._runner, self.port = await serve_on_loopback(app)
         return self
 
@@ -246,6 +249,13 @@ class FakeOpenAI:
         return response
 
     # --- other endpoints ----------------------------------------------------------------------
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        received = await self._record(request)
+        scripted = await self._scripted(request)
+        if scripted is not None:
+            return scripted
+        return await self.responses_api.answer(request, received.body)
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         received = await self._record(request)

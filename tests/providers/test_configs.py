@@ -164,11 +164,12 @@ def test_a_config_round_trips_through_its_type_tag(cls: type[ChannelConfig]) -> 
 ALL = {"chat", "completions", "embeddings", "moderations"}
 AUDIO = {"speech", "transcriptions", "translations"}
 CAPABILITIES: dict[str, tuple[set[str], bool, bool, str | None, bool, bool]] = {
-    "openai": (ALL, True, True, None, True, False),
+    "openai": (ALL | {"responses"}, True, True, None, True, False),  # /responses passed through
     "openai-compatible": (ALL, True, True, None, True, False),
     "local": ({"chat", "completions"}, False, False, "llama.cpp", True, False),
     "local-audio": (AUDIO, True, False, "local-audio", True, False),
-    "azure": ({"chat", "completions", "embeddings"}, True, True, None, True, False),
+    "azure": ({"chat", "completions", "embeddings", "responses"}, True, True, None, True,
+              False),
     "anthropic": ({"chat"}, True, True, None, False, True),
     "gemini": ({"chat", "embeddings"}, True, True, None, False, True),
     "midjourney-proxy": (set(), False, True, None, False, False),
@@ -220,4 +221,6 @@ def test_which_types_serve_each_endpoint_spec() -> None:
         "speech": ["azure", "local-audio", "openai", "openai-compatible"],
         "transcriptions": ["azure", "local-audio", "openai", "openai-compatible"],
         "translations": ["azure", "local-audio", "openai", "openai-compatible"],
+        # Passed through by these; every type serves /v1/responses translated to chat.
+        "responses": ["azure", "openai"],
     }

@@ -42,11 +42,12 @@ async def test_store_versions_and_round_trip(database_url: str) -> None:
         assert await store.delete("a") and not await store.delete("a")
         assert await store.version() == 3 and await store.get("a") is None
 
-        async with engine.begin() as conn:  # downgrade to 0005 and up again
-            await conn.run_sync(lambda sync: command.downgrade(_alembic_config(sync), "0005"))
-        assert await current_revision(engine) == "0005"
+        before = "0010"  # the revision 0006 follows (migrations are chained in landing order)
+        async with engine.begin() as conn:  # downgrade past 0006 and up again
+            await conn.run_sync(lambda sync: command.downgrade(_alembic_config(sync), before))
+        assert await current_revision(engine) == before
         assert not {"runtime_channels", "runtime_channel_version"} & await _tables(engine)
-        await upgrade_database(engine)
+        await upgrade_database(engine, "0006")
         assert await current_revision(engine) == "0006"
         assert await ChannelStore(engine).version() == 0
         async with engine.connect() as conn:

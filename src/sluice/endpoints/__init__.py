@@ -5,6 +5,7 @@ from __future__ import annotations
 from sluice.endpoints.audio import AUDIO_SPECS
 from sluice.endpoints.images import IMAGE_SPECS
 from sluice.endpoints.rerank import RERANK_SPECS
+from sluice.endpoints.responses import RESPONSES_SPEC
 from sluice.endpoints.spec import EndpointRegistry, EndpointSpec
 from sluice.endpoints.text import TEXT_SPECS
 
@@ -18,4 +19,5 @@ def default_specs() -> tuple[EndpointSpec, ...]:
         *IMAGE_SPECS,
         *AUDIO_SPECS,
         *RERANK_SPECS,
+        RESPONSES_SPEC,
     )

@@ -91,6 +91,11 @@ class AzureAdapter:
             headers["api-key"] = secret
         headers.update(channel.headers)
         base = channel.base_url.removesuffix("/openai")
+        if call.endpoint == "responses":
+            # The Responses API is Azure's v1 API: one path for every deployment, named by the
+            # body's model (the model_map target); no api-version, no stream_options.
+            url = f"{base}/openai/v1/responses"
+            return openai_request(url, headers, call, force_stream_usage=False)
         # model_map: model -> deployment; refused (400) if it cannot be one path segment.
         deployment = model_path_segment(call.upstream_model, call.requested_model)
         version = quote(channel.api_version or DEFAULT_API_VERSION, safe="")
@@ -102,8 +107,10 @@ class AzureAdapter:
     def parse_response(self, call: RelayCall, body: bytes) -> ParsedResponse:
         return self._openai.parse_response(call, body)
 
-    def stream_translator(self, call: RelayCall, secret: str = "") -> AzureStreamTranslator:
-        return AzureStreamTranslator(self._openai.stream_translator(call, secret))
+    def stream_translator(self, call: RelayCall, secret: str = "") -> StreamTranslator:
+        if call.endpoint == "responses":
+            return self._openai.stream_translator(call, secret)  # events passed through
+        return AzureStreamTranslator(self._openai.chat_stream_translator(call, secret))
 
     def parse_error(
         self, status: int, headers: Mapping[str, str], body: bytes, secret: str = ""

@@ -187,9 +187,10 @@ class TaskChannelConfig(ChannelConfig, frozen=True):
 
 
 class OpenAIConfig(OpenAIWireConfig, frozen=True, tag="openai"):
-    # OpenAI has no rerank endpoint: refused with a 400 rather than forwarded to a 404.
+    # OpenAI has no rerank endpoint: refused with a 400 rather than forwarded to a 404. Its own
+    # /responses is passed through, not translated.
     capabilities = Capabilities(
-        endpoints=ALL_ENDPOINTS,
+        endpoints=ALL_ENDPOINTS | {"responses"},
         openai_wire=True,
         lacks=frozenset({"rerank"}),
         task_kinds=frozenset({"video"}),
@@ -236,9 +237,9 @@ class LocalAudioConfig(OpenAIWireConfig, frozen=True, tag="local-audio"):
 
 class AzureConfig(OpenAIWireConfig, frozen=True, tag="azure"):
     # Azure OpenAI has no moderations, image variations or rerank endpoint; the rest is
-    # OpenAI's below a deployment.
+    # OpenAI's below a deployment. The Responses API is passed through (/openai/v1/responses).
     capabilities = Capabilities(
-        endpoints=frozenset({"chat", "completions", "embeddings"}),
+        endpoints=frozenset({"chat", "completions", "embeddings", "responses"}),
         openai_wire=True,
         lacks=frozenset({"moderations", "image_variations", "rerank"}),
         task_kinds=frozenset({"video"}),

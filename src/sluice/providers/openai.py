@@ -32,6 +32,7 @@ from sluice.providers.chat_via_responses import (
 )
 from sluice.providers.configs import OpenAIWireConfig
 from sluice.providers.failures import classify, redact_secrets, response_too_large
+from sluice.providers.openai_responses import ResponsesPassThrough, usage_of_response
 from sluice.providers.sse import SseEventTooLarge, SseSplitter, parse_span
 
 __all__ = [
@@ -197,7 +198,8 @@ class OpenAIAdapter:
             channel.base_url + call.path,
             headers,
             call,
-            force_stream_usage=channel.stream_usage,
+            # /responses streams report usage in their last event and refuse stream_options.
+            force_stream_usage=channel.stream_usage and call.endpoint != "responses",
             reasoning_rules=self._reasoning_rules,
         )
 
@@ -212,6 +214,8 @@ class OpenAIAdapter:
             raise UpstreamBadResponse("The upstream returned JSON that is not an object.")
         if call.endpoint in _LISTING_ENDPOINTS and "choices" not in parsed and "data" not in parsed:
             raise UpstreamBadResponse("The upstream response has neither choices nor data.")
+        if call.endpoint == "responses":
+            return ParsedResponse(body=body, usage=usage_of_response(parsed))
         return ParsedResponse(body=body, usage=usage_from_openai(parsed.get("usage")))
 
     def stream_translator(self, call: RelayCall, secret: str = "") -> StreamTranslator:
@@ -222,6 +226,12 @@ class OpenAIAdapter:
             from sluice.providers.openai_events import EventStreamTranslator
 
             return EventStreamTranslator(secret=secret, max_event_bytes=call.max_event_bytes)
+        if call.endpoint == "responses":
+            return ResponsesPassThrough(secret, call.max_event_bytes)
+        return self.chat_stream_translator(call, secret)
+
+    def chat_stream_translator(self, call: RelayCall, secret: str = "") -> OpenAIStreamTranslator:
+        """The translator of an OpenAI-format (``[DONE]``-terminated) stream."""
         return OpenAIStreamTranslator(
             strip_usage_chunk=not call.client_wants_usage,
             secret=secret,

@@ -31,6 +31,7 @@ __all__ = [
     "files",
     "batches",
     "batch_lines",
+    "stored_responses",
     "UNIT_COLUMNS",
 ]
 
@@ -252,4 +253,23 @@ tasks = Table(
     Column("deleted_at", Float, nullable=True),  # DELETE /v1/videos/{id}: hidden, row kept
     Index("ix_tasks_key_created", "key_id", "created_at"),
     Index("ix_tasks_due", "finished_at", "next_poll_at"),
+)
+
+# Migration 0007: Responses API responses stored for translated channels (``store``), so that
+# ``previous_response_id``, retrieval and ``input_items`` work where the upstream keeps nothing.
+# Each row is visible only to the key that created it, until ``expires_at``
+# (``responses.retention_days``). JSON documents as text: read back whole, never queried into.
+stored_responses = Table(
+    "responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("key_id", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("response", Text, nullable=False),  # the Response object as last sent
+    Column("input_items", Text, nullable=False),  # the full context, as input items
+    # Passed through to an upstream that keeps it too (OpenAI): a continuation may be
+    # forwarded there; False: only Sluice holds it (a translated channel answered).
+    Column("upstream_held", Boolean, nullable=False, server_default="0"),
+    Index("ix_responses_expires_at", "expires_at"),
 )
