@@ -18,8 +18,10 @@ import os
 import secrets
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.fernet import Fernet, InvalidToken
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 __all__ = ["SecretBox", "SecretBoxError", "ENV_SECRETS_KEY", "SECRETS_FILE_NAME", "load_box"]
 
@@ -36,13 +38,19 @@ class SecretBox:
     def __init__(self, key_material: str) -> None:
         if len(key_material) < _MIN_LENGTH:
             raise SecretBoxError(f"the secrets key must be at least {_MIN_LENGTH} characters")
+        # Imported when a box is first made (a runtime channel is stored or read): OpenSSL's
+        # bindings cost each worker about 5 MiB, which a gateway without them need not pay.
+        from cryptography.fernet import Fernet
+
         digest = hashlib.sha256(key_material.encode()).digest()
-        self._fernet = Fernet(base64.urlsafe_b64encode(digest))
+        self._fernet: Fernet = Fernet(base64.urlsafe_b64encode(digest))
 
     def encrypt(self, plain: str) -> str:
         return self._fernet.encrypt(plain.encode()).decode("ascii")
 
     def decrypt(self, token: str) -> str:
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(token.encode("ascii")).decode()
         except (InvalidToken, ValueError):
