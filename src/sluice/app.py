@@ -28,6 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sluice.admin.api import admin_routes
+from sluice.admin.async_work_api import async_work_api_routes
 from sluice.admin.channels_api import channels_api_routes
 from sluice.admin.usage_api import usage_api_routes
 from sluice.batches.lifecycle import close_batches, start_batches
@@ -235,6 +236,7 @@ def create_app(
         *file_routes(),
         *batch_routes(),
         *task_routes(),
+        *async_work_api_routes(),
         *usage_api_routes(),  # before admin_routes: /admin/usage/{...} paths
         *channels_api_routes(),
         *admin_routes(),

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import openai
 import pytest
 
+from tests.async_work_rows import seed_async_work
 from tests.conftest import GatewayFactory, openai_channel
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.support import ADMIN_KEY, Gateway, LoopThread
@@ -229,3 +230,37 @@ def test_phone_width_and_page_weight(browser: Browser, console_gateway: Gateway)
         assert overflow <= 1, f"{path} is wider than a phone by {overflow}px"
     assert not [v for v in violations if "Content Security Policy" in v], violations
     context.close()
+
+
+def test_tasks_and_batches_in_a_browser(
+    browser: Browser, console_gateway: Gateway, shots: Callable[[Page, str], None]
+) -> None:
+    """The tasks and batches pages render with their rows, in both languages, and fit a phone."""
+    seeded = seed_async_work(console_gateway)
+    context = _context(browser)
+    page = context.new_page()
+    _sign_in(page, console_gateway, ADMIN_KEY)
+    page.click("header nav >> text=Tasks")
+    assert page.url.endswith("/console/tasks")
+    assert "upstream refused the prompt" in page.inner_text(f'tr[data-task="{seeded.video}"]')
+    shots(page, "tasks-en")
+    page.click("header nav >> text=Batches")
+    assert "2 / 1 / 3" in page.inner_text(f'tr[data-batch="{seeded.done}"]')
+    shots(page, "batches-en")
+    page.click("#lang-zh")
+    assert "当前费用" in page.inner_text("main")
+    shots(page, "batches-zh")
+    page.goto(console_gateway.url + "/console/tasks")
+    assert "失败原因" in page.inner_text("main")
+    shots(page, "tasks-zh")
+    context.close()
+    phone = _context(browser, width=390)
+    small = phone.new_page()
+    _sign_in(small, console_gateway, ADMIN_KEY)
+    for path in ("/console/tasks", "/console/batches"):
+        small.goto(console_gateway.url + path)
+        overflow = small.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 1, f"{path} is wider than a phone by {overflow}px"
+    phone.close()

@@ -30,12 +30,15 @@ from sluice.storage.usage_browse import (
 )
 from sluice.storage.usage_queries import UsageFilter
 
-__all__ = ["usage_api_routes", "row_filter", "parse_dimension", "parse_page", "MAX_PAGE"]
+__all__ = [
+    "usage_api_routes", "row_filter", "parse_dimension", "parse_page", "parse_time_param",
+    "MAX_PAGE",
+]  # fmt: skip
 
 MAX_PAGE = 500
 
 
-def _time(params: Mapping[str, str], name: str) -> float | None:
+def parse_time_param(params: Mapping[str, str], name: str) -> float | None:
     try:
         return parse_time(params.get(name) or None)
     except ValueError as exc:
@@ -60,8 +63,8 @@ async def row_filter(state: AppState, params: Mapping[str, str]) -> RowFilter:
         key_id=key,
         model=params.get("model") or None,
         channel=params.get("channel") or None,
-        since=_time(params, "since"),
-        until=_time(params, "until"),
+        since=parse_time_param(params, "since"),
+        until=parse_time_param(params, "until"),
     )
     return RowFilter(where, status)
 

@@ -22,7 +22,8 @@ MESSAGES = (
     "The form was missing its security token.", "Too many failed sign-ins; wait a minute.",
     "That key was not accepted.", "Other", "model", "key", "channel", "closed", "open",
     "half_open", "unavailable", "reject", "free", "images", "audio_seconds", "characters",
-    "search_units", "calls",
+    "search_units", "calls", "submitted", "in_progress", "success", "failure", "cancelled",
+    "validating", "finalizing", "completed", "failed", "expired", "cancelling",
 )  # fmt: skip
 
 ZH: dict[str, str] = {
@@ -202,6 +203,39 @@ ZH: dict[str, str] = {
     "characters": "字符",
     "search_units": "搜索单位",
     "calls": "调用",
+    # tasks and batches: pages, and the states they show
+    "A task's reservation is charged when it is submitted and corrected to its cost when it "
+    "ends.": "任务提交时先预扣费用，结束时按实际费用结算。",
+    "Action": "操作类型",
+    "Batch": "批处理",
+    "Batches": "批处理",
+    "Cost so far": "当前费用",
+    "Created (UTC)": "创建时间（UTC）",
+    "Ended (UTC)": "结束时间（UTC）",
+    "Endpoint": "端点",
+    "Fail reason": "失败原因",
+    "Finished (UTC)": "完成时间（UTC）",
+    "Kind": "种类",
+    "Lines done / failed / total": "行数：完成 / 失败 / 总计",
+    "My batches": "我的批处理",
+    "My tasks": "我的任务",
+    "No batches.": "没有批处理。",
+    "No tasks.": "没有任务。",
+    "Progress": "进度",
+    "Reserved": "预扣",
+    "Task": "任务",
+    "Tasks": "任务",
+    "deleted": "已删除",
+    "{n} batches": "{n} 个批处理",
+    "{n} tasks": "{n} 个任务",
+    "submitted": "已提交",
+    "in_progress": "进行中",
+    "failure": "失败",
+    "cancelled": "已取消",
+    "validating": "校验中",
+    "finalizing": "收尾中",
+    "completed": "已完成",
+    "cancelling": "取消中",
 }
 
 

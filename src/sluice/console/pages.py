@@ -8,6 +8,7 @@ from typing import Any
 from starlette.responses import Response
 
 from sluice.admin.api import channel_view
+from sluice.admin.async_work_api import batch_filter, task_filter
 from sluice.admin.usage_api import parse_dimension, row_filter
 from sluice.console.i18n import translator
 from sluice.console.overview import key_labels, plain_label, usage_window
@@ -17,18 +18,28 @@ from sluice.health_probe import probe_channel, probe_model
 from sluice.keys import KeyRecord
 from sluice.metering.pricing import ModelRate
 from sluice.providers.configs import CHANNEL_CONFIGS, type_name
+from sluice.storage.batch_browse import BATCH_STATUSES, BatchBrowser, BatchFilter
 from sluice.storage.key_store import NewKey
+from sluice.storage.task_browse import TASK_KINDS, TASK_STATES, TaskBrowser, TaskFilter
 from sluice.storage.usage_browse import RowFilter, UsageBrowser
 from sluice.storage.usage_queries import UsageFilter
 
 __all__ = [
     "overview", "keys", "keys_page", "key_detail", "channels", "channels_page", "channel_edit",
-    "usage", "prices", "me",
+    "usage", "tasks", "batches", "prices", "me",
 ]  # fmt: skip
 
 Form = dict[str, str]
 _KEYS_PER_PAGE = 25
 _ROWS_PER_PAGE = 50
+_OWN_WORK_SHOWN = 10  # tasks and batches on a key holder's page
+
+
+def _page_number(page: Page) -> int:
+    try:
+        return max(1, int(page.request.query_params.get("page") or 1))
+    except ValueError:
+        return 1
 
 
 async def _key_names(page: Page) -> dict[str, str]:
@@ -159,10 +170,7 @@ async def usage(console: Console, page: Page, form: Form) -> Response:
         where = await row_filter(state, params)
     except SluiceError as exc:
         where, error = RowFilter(), exc.message
-    try:
-        number = max(1, int(params.get("page") or 1))
-    except ValueError:
-        number = 1
+    number = _page_number(page)
     await state.usage_sink.flush()
     rows, total = await UsageBrowser(state.engine).page(
         where, _ROWS_PER_PAGE, (number - 1) * _ROWS_PER_PAGE
@@ -177,6 +185,47 @@ async def usage(console: Console, page: Page, form: Form) -> Response:
         flash={"done": None, "error": error},
         link=lambda n: with_query("/console/usage", {**filters, "page": n}),
         csv=with_query("/console/usage.csv", filters),
+    )  # fmt: skip
+
+
+async def tasks(console: Console, page: Page, form: Form) -> Response:
+    params = page.request.query_params
+    error = None
+    try:
+        where = await task_filter(page.state, params)
+    except SluiceError as exc:
+        where, error = TaskFilter(), exc.message
+    number = _page_number(page)
+    rows, total = await TaskBrowser(page.state.engine).page(
+        where, _ROWS_PER_PAGE, (number - 1) * _ROWS_PER_PAGE
+    )
+    filters = {n: params.get(n, "") for n in ("key", "kind", "state", "since", "until")}
+    return console.render(
+        page, "tasks.html", rows=rows, total=total, number=number,
+        pages_count=max(1, -(-total // _ROWS_PER_PAGE)), filters=filters, kinds=TASK_KINDS,
+        states=TASK_STATES, flash={"done": None, "error": error},
+        link=lambda n: with_query("/console/tasks", {**filters, "page": n}),
+    )  # fmt: skip
+
+
+async def batches(console: Console, page: Page, form: Form) -> Response:
+    params = page.request.query_params
+    error = None
+    try:
+        where = await batch_filter(page.state, params)
+    except SluiceError as exc:
+        where, error = BatchFilter(), exc.message
+    number = _page_number(page)
+    await page.state.usage_sink.flush()
+    rows, total = await BatchBrowser(page.state.engine).page(
+        where, _ROWS_PER_PAGE, (number - 1) * _ROWS_PER_PAGE
+    )
+    filters = {n: params.get(n, "") for n in ("key", "status")}
+    return console.render(
+        page, "batches.html", rows=rows, total=total, number=number,
+        pages_count=max(1, -(-total // _ROWS_PER_PAGE)), filters=filters,
+        statuses=BATCH_STATUSES, flash={"done": None, "error": error},
+        link=lambda n: with_query("/console/batches", {**filters, "page": n}),
     )  # fmt: skip
 
 
@@ -237,7 +286,13 @@ async def me(console: Console, page: Page, form: Form) -> Response:
     recent, _ = await browser.page(RowFilter(where), 20, 0)
     spent = await _spent(page, record)
     balance = None if record.budget_micro is None else record.budget_micro - spent
+    own_tasks, _ = await TaskBrowser(state.engine).page(
+        TaskFilter(key_id=record.id), _OWN_WORK_SHOWN, 0
+    )
+    own_batches, _ = await BatchBrowser(state.engine).page(
+        BatchFilter(key_id=record.id), _OWN_WORK_SHOWN, 0
+    )
     return console.render(
         page, "me.html", key=record, spent=spent, balance=balance, data=data, recent=recent,
-        models=_price_rows(page, record), now=time.time(),
+        models=_price_rows(page, record), now=time.time(), tasks=own_tasks, batches=own_batches,
     )  # fmt: skip

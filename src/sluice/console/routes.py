@@ -331,6 +331,8 @@ def console_routes(console: Console) -> list[Route]:
         ),  # fmt: skip
         get("/console/usage", pages.usage),
         get("/console/usage.csv", usage_csv),
+        get("/console/tasks", pages.tasks),
+        get("/console/batches", pages.batches),
         get("/console/prices", pages.prices),
         get("/console/me", pages.me, "key"),
     ]
