@@ -24,7 +24,11 @@ from sluice.core import RelayCall, UpstreamFailure, UsageTokens
 from sluice.providers.anthropic_request import JSON_TOOL_NAME, json_mode_forced
 from sluice.providers.anthropic_response import finish_reason, openai_usage, usage_tokens
 from sluice.providers.base import DONE_FRAME, sse_frame
-from sluice.providers.failures import redact_secrets, response_too_large
+from sluice.providers.failures import (
+    redact_secrets,
+    response_too_large,
+    stream_truncated,
+)
 from sluice.providers.sse import SseEventTooLarge, SseSplitter
 
 __all__ = ["AnthropicStreamTranslator", "stream_failure"]
@@ -105,12 +109,7 @@ class AnthropicStreamTranslator:
         if self._state.done:
             return frames
         self._state.done = True
-        self._failure = UpstreamFailure(
-            status=502,
-            kind="bad_response",
-            message="The upstream stream ended before it was complete.",
-            code="upstream_stream_truncated",
-        )
+        self._failure = stream_truncated()
         return [*frames, sse_frame(orjson.dumps(self._failure.to_openai_error()))]
 
     # --- events ----------------------------------------------------------------------------

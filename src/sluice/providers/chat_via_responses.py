@@ -24,7 +24,11 @@ import orjson
 from sluice.core import ParsedResponse, RelayCall, UpstreamFailure, UsageTokens
 from sluice.errors import InvalidRequest, UpstreamBadResponse
 from sluice.providers.base import DONE_FRAME, sse_frame
-from sluice.providers.failures import redact_secrets, response_too_large
+from sluice.providers.failures import (
+    response_too_large,
+    stream_error,
+    stream_truncated,
+)
 from sluice.providers.sse import SseEventTooLarge, SseSplitter
 
 __all__ = ["ResponsesStreamTranslator", "chat_as_responses_body", "chat_from_response"]
@@ -307,9 +311,7 @@ class ResponsesStreamTranslator:
             frames += self._translate(event.data)
         if self._done:
             return frames
-        return [*frames, self._fail(UpstreamFailure(
-            status=502, kind="bad_response", code="upstream_stream_truncated",
-            message="The upstream stream ended before it was complete."))]  # fmt: skip
+        return [*frames, self._fail(stream_truncated())]
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -357,10 +359,7 @@ class ResponsesStreamTranslator:
         if kind in ("response.failed", "error"):
             source = event.get("response", {}).get("error") if kind == "response.failed" else event
             message = (source or {}).get("message") or "unknown error"
-            return [self._fail(UpstreamFailure(
-                status=502, kind="server", code="upstream_stream_error",
-                message=f"Upstream error during stream: {redact_secrets(message, self._secret)}",
-            ))]  # fmt: skip
+            return [self._fail(stream_error(message, "upstream_stream_error", self._secret))]
         return []
 
     def _end(self, response: dict[str, Any]) -> list[bytes]:

@@ -13,7 +13,14 @@ from collections.abc import Mapping
 
 from sluice.core import FailureKind, UpstreamFailure
 
-__all__ = ["classify", "parse_retry_after", "redact_secrets", "response_too_large"]
+__all__ = [
+    "classify",
+    "parse_retry_after",
+    "redact_secrets",
+    "response_too_large",
+    "stream_error",
+    "stream_truncated",
+]
 
 _KEYLIKE = re.compile(r"(sk|key|pk|rk|AIza)[-_A-Za-z0-9]{12,}")
 # The operator's account at the provider: OpenAI names its organisation (``org-…``) and project
@@ -70,6 +77,27 @@ def response_too_large(what: str, limit: int) -> UpstreamFailure:
         kind="client",
         message=f"The upstream {what} exceeded the gateway's limit of {limit} bytes.",
         code="upstream_response_too_large",
+    )
+
+
+def stream_truncated() -> UpstreamFailure:
+    """An upstream stream that ended before its last event (every translator's verdict)."""
+    return UpstreamFailure(
+        status=502,
+        kind="bad_response",
+        message="The upstream stream ended before it was complete.",
+        code="upstream_stream_truncated",
+    )
+
+
+def stream_error(message: str | None, code: str | None, secret: str = "") -> UpstreamFailure:
+    """An error event in an upstream stream, its text redacted of the channel's key."""
+    text = redact_secrets(message or "unknown error", secret)
+    return UpstreamFailure(
+        status=502,
+        kind="server",
+        message=f"Upstream error during stream: {text}",
+        code=code or "upstream_stream_error",
     )
 
 

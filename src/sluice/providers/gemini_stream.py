@@ -19,7 +19,7 @@ import orjson
 
 from sluice.core import UpstreamFailure, UsageTokens
 from sluice.providers.base import DONE_FRAME, sse_frame
-from sluice.providers.failures import response_too_large
+from sluice.providers.failures import response_too_large, stream_truncated
 from sluice.providers.gemini_response import (
     blocked_reason,
     failure_from_error,
@@ -104,7 +104,7 @@ class GeminiStreamTranslator:
         self._done = True
         opened = self._choices.values()
         if not opened or not all(choice.finished for choice in opened):
-            return [*frames, self._fail_frame(_truncated())]
+            return [*frames, self._fail_frame(stream_truncated())]
         if self._include_usage and self._usage is not None:
             frames.append(self._usage_frame(self._usage))
         frames.append(DONE_FRAME)
@@ -223,15 +223,6 @@ class GeminiStreamTranslator:
         self._failure = failure
         self._done = True
         return sse_frame(orjson.dumps(failure.to_openai_error()))
-
-
-def _truncated() -> UpstreamFailure:
-    return UpstreamFailure(
-        status=502,
-        kind="bad_response",
-        message="The upstream stream ended before it was complete.",
-        code="upstream_stream_truncated",
-    )
 
 
 def _bad_event() -> UpstreamFailure:

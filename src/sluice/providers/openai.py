@@ -31,7 +31,12 @@ from sluice.providers.chat_via_responses import (
     chat_from_response,
 )
 from sluice.providers.configs import OpenAIWireConfig
-from sluice.providers.failures import classify, redact_secrets, response_too_large
+from sluice.providers.failures import (
+    classify,
+    response_too_large,
+    stream_error,
+    stream_truncated,
+)
 from sluice.providers.openai_responses import ResponsesPassThrough, usage_of_response
 from sluice.providers.sse import SseEventTooLarge, SseSplitter, parse_span
 
@@ -331,15 +336,7 @@ class OpenAIStreamTranslator:
 
     def _error_event(self, payload: bytes) -> bytes:
         message, code, _param, _type = openai_error_details(payload)
-        text = redact_secrets(message or "unknown error", self._secret)
-        return self._fail(
-            UpstreamFailure(
-                status=502,
-                kind="server",
-                message=f"Upstream error during stream: {text}",
-                code=code or "upstream_stream_error",
-            )
-        )
+        return self._fail(stream_error(message, code, self._secret))
 
     def _fail(self, failure: UpstreamFailure) -> bytes:
         self._failure = failure
@@ -353,12 +350,7 @@ class OpenAIStreamTranslator:
             frame = self._translate(event.data)
             if frame is not None and self._done:
                 return [frame]
-        self._failure = UpstreamFailure(
-            status=502,
-            kind="bad_response",
-            message="The upstream stream ended before it was complete.",
-            code="upstream_stream_truncated",
-        )
+        self._failure = stream_truncated()
         self._done = True
         return [sse_frame(orjson.dumps(self._failure.to_openai_error()))]
 

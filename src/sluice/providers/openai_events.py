@@ -19,7 +19,11 @@ import orjson
 
 from sluice.core import UpstreamFailure, UsageTokens
 from sluice.providers.base import DONE_FRAME, sse_frame
-from sluice.providers.failures import redact_secrets, response_too_large
+from sluice.providers.failures import (
+    response_too_large,
+    stream_error,
+    stream_truncated,
+)
 from sluice.providers.openai import openai_error_details, usage_from_openai
 from sluice.providers.sse import SseEventTooLarge, SseSplitter, parse_span
 
@@ -100,15 +104,7 @@ class EventStreamTranslator:
             message, code, _param, _type = openai_error_details(
                 orjson.dumps({"error": _loads(payload)})
             )
-        text = redact_secrets(message or "unknown error", self._secret)
-        return self._fail(
-            UpstreamFailure(
-                status=502,
-                kind="server",
-                message=f"Upstream error during stream: {text}",
-                code=code or "upstream_stream_error",
-            )
-        )
+        return self._fail(stream_error(message, code, self._secret))
 
     def _fail(self, failure: UpstreamFailure) -> bytes:
         self._failure = failure
@@ -129,12 +125,7 @@ class EventStreamTranslator:
         if self._done or self._completed:
             self._done = True
             return frames
-        self._failure = UpstreamFailure(
-            status=502,
-            kind="bad_response",
-            message="The upstream stream ended before it was complete.",
-            code="upstream_stream_truncated",
-        )
+        self._failure = stream_truncated()
         self._done = True
         return [*frames, sse_frame(orjson.dumps(self._failure.to_openai_error()))]
 
