@@ -21,15 +21,14 @@ from typing import Any
 
 import orjson
 
-from sluice.core import ParsedResponse, RelayCall, UpstreamFailure, UsageTokens
+from sluice.core import ParsedResponse, RelayCall, UsageTokens
 from sluice.errors import InvalidRequest, UpstreamBadResponse
 from sluice.providers.base import DONE_FRAME, sse_frame
+from sluice.providers.event_translator import EventTranslator
 from sluice.providers.failures import (
-    response_too_large,
     stream_error,
     stream_truncated,
 )
-from sluice.providers.sse import SseEventTooLarge, SseSplitter
 
 __all__ = ["ResponsesStreamTranslator", "chat_as_responses_body", "chat_from_response"]
 
@@ -252,7 +251,7 @@ def chat_from_response(body: bytes, model: str) -> ParsedResponse:
     return ParsedResponse(body=orjson.dumps(chat), usage=_usage(response.get("usage")))
 
 
-class ResponsesStreamTranslator:
+class ResponsesStreamTranslator(EventTranslator):
     """Responses streaming events -> chat completion chunks (``core.StreamTranslator``).
 
     ``response.created`` opens the stream (the role chunk); text and refusal deltas become
@@ -263,52 +262,20 @@ class ResponsesStreamTranslator:
     """
 
     def __init__(self, call: RelayCall, secret: str = "") -> None:
+        super().__init__(call.max_event_bytes)
         self._model = call.upstream_model
         self._wants_usage = call.client_wants_usage
         self._secret = secret
-        self._splitter = SseSplitter(call.max_event_bytes)
         self._id = "chatcmpl-responses"
         self._created = int(time.time())
         self._tool_index: dict[str, int] = {}  # output item id -> tool_calls index
-        self._usage: UsageTokens | None = None
-        self._failure: UpstreamFailure | None = None
-        self._done = False
-        self._delivered: list[str] = []
-
-    @property
-    def usage(self) -> UsageTokens | None:
-        return self._usage
-
-    @property
-    def failure(self) -> UpstreamFailure | None:
-        return self._failure
-
-    def delivered_text(self) -> str:
-        return "".join(self._delivered)
-
-    def forget_delivered(self) -> None:
-        self._delivered.clear()
-
-    def feed(self, data: bytes) -> list[bytes]:
-        if self._done:
-            return []
-        try:
-            events = self._splitter.feed(data)
-        except SseEventTooLarge:
-            return [self._fail(response_too_large("stream event", self._splitter.limit))]
-        frames: list[bytes] = []
-        for event in events:
-            if self._done:
-                break
-            frames += self._translate(event.data)
-        return frames
 
     def close(self) -> list[bytes]:
         if self._done:
             return []
         frames: list[bytes] = []
         for event in self._splitter.flush():
-            frames += self._translate(event.data)
+            frames += self._event(event.data)
         if self._done:
             return frames
         return [*frames, self._fail(stream_truncated())]
@@ -319,7 +286,7 @@ class ResponsesStreamTranslator:
                                        "created": self._created, "model": self._model,
                                        "choices": [choice]}))  # fmt: skip
 
-    def _translate(self, payload: bytes) -> list[bytes]:
+    def _event(self, payload: bytes) -> list[bytes]:
         if not payload or payload == b"[DONE]":
             return []
         try:
@@ -372,8 +339,3 @@ class ResponsesStreamTranslator:
                                                   "created": self._created, "model": self._model,
                                                   "choices": [], "usage": usage})))  # fmt: skip
         return [*frames, DONE_FRAME]
-
-    def _fail(self, failure: UpstreamFailure) -> bytes:
-        self._failure = failure
-        self._done = True
-        return sse_frame(orjson.dumps(failure.to_openai_error()))

@@ -19,7 +19,8 @@ import orjson
 
 from sluice.core import UpstreamFailure, UsageTokens
 from sluice.providers.base import DONE_FRAME, sse_frame
-from sluice.providers.failures import response_too_large, stream_truncated
+from sluice.providers.event_translator import EventTranslator
+from sluice.providers.failures import stream_truncated
 from sluice.providers.gemini_response import (
     blocked_reason,
     failure_from_error,
@@ -28,7 +29,6 @@ from sluice.providers.gemini_response import (
     split_parts,
     usage_from_gemini,
 )
-from sluice.providers.sse import SseEventTooLarge, SseSplitter
 
 __all__ = ["GeminiStreamTranslator"]
 
@@ -40,7 +40,7 @@ class _Choice:
     tool_calls: int = 0
 
 
-class GeminiStreamTranslator:
+class GeminiStreamTranslator(EventTranslator):
     def __init__(
         self,
         *,
@@ -50,47 +50,15 @@ class GeminiStreamTranslator:
         secret: str = "",
         max_event_bytes: int = 0,
     ) -> None:
+        super().__init__(max_event_bytes)
         self._model = model
         self._secret = secret  # the channel's key, masked in error events
         self._n = max(n, 1)
         self._include_usage = include_usage
         self._id = "chatcmpl-" + secrets.token_hex(12)
         self._created = int(time.time())
-        self._splitter = SseSplitter(max_event_bytes)
         self._choices: dict[int, _Choice] = {}
-        self._usage: UsageTokens | None = None
         self._reasoning = 0
-        self._failure: UpstreamFailure | None = None
-        self._done = False
-        self._delivered: list[str] = []
-
-    @property
-    def usage(self) -> UsageTokens | None:
-        return self._usage
-
-    @property
-    def failure(self) -> UpstreamFailure | None:
-        return self._failure
-
-    def delivered_text(self) -> str:
-        return "".join(self._delivered)
-
-    def forget_delivered(self) -> None:
-        self._delivered.clear()
-
-    def feed(self, data: bytes) -> list[bytes]:
-        if self._done:
-            return []
-        try:
-            events = self._splitter.feed(data)
-        except SseEventTooLarge:
-            return [self._fail_frame(response_too_large("stream event", self._splitter.limit))]
-        frames: list[bytes] = []
-        for event in events:
-            if self._done:
-                break
-            frames.extend(self._event(event.data))
-        return frames
 
     def close(self) -> list[bytes]:
         if self._done:
@@ -104,7 +72,7 @@ class GeminiStreamTranslator:
         self._done = True
         opened = self._choices.values()
         if not opened or not all(choice.finished for choice in opened):
-            return [*frames, self._fail_frame(stream_truncated())]
+            return [*frames, self._fail(stream_truncated())]
         if self._include_usage and self._usage is not None:
             frames.append(self._usage_frame(self._usage))
         frames.append(DONE_FRAME)
@@ -120,13 +88,13 @@ class GeminiStreamTranslator:
         except orjson.JSONDecodeError:
             parsed = None
         if not isinstance(parsed, dict):
-            return [self._fail_frame(_bad_event())]
+            return [self._fail(_bad_event())]
         if isinstance(parsed.get("error"), dict):
             error = parsed["error"]
             code = error.get("code")
             status = code if isinstance(code, int) else 500
             failure = failure_from_error(status, {}, error, self._secret)
-            return [self._fail_frame(failure)]
+            return [self._fail(failure)]
         usage = usage_from_gemini(parsed.get("usageMetadata"))
         if usage is not None:
             self._usage = usage
@@ -218,11 +186,6 @@ class GeminiStreamTranslator:
         chunk["choices"] = []
         chunk["usage"] = openai_usage(usage, self._reasoning)
         return sse_frame(orjson.dumps(chunk))
-
-    def _fail_frame(self, failure: UpstreamFailure) -> bytes:
-        self._failure = failure
-        self._done = True
-        return sse_frame(orjson.dumps(failure.to_openai_error()))
 
 
 def _bad_event() -> UpstreamFailure:
