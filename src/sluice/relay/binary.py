@@ -10,7 +10,6 @@ the first byte, does not make it free.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -21,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from sluice.core import UsageTokens
 from sluice.relay.admission import Admission
 from sluice.relay.billing import Outcome, request_units, settle_logged
-from sluice.relay.disconnect import DisconnectWatch
+from sluice.relay.disconnect import DisconnectWatch, client_may_leave
 from sluice.state import AppState
 from sluice.upstream import UpstreamResponse
 
@@ -65,21 +64,14 @@ class BinaryRelayResponse(Response):
         self._error_code: str | None = "client_closed_request"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        watch = DisconnectWatch(task, receive)
         try:
-            await self._relay(send, watch)
-        except asyncio.CancelledError:
-            if not watch.fired or task.uncancel() > 0:
-                raise
-        except OSError:
-            pass  # the client socket went away mid-write
-        except (aiohttp.ClientError, TimeoutError):
-            self._status, self._error_code = 502, "upstream_stream_error"
-            log.warning("request %s: upstream broke off a binary answer", self._request_id)
+            async with client_may_leave(receive) as watch:
+                try:
+                    await self._relay(send, watch)
+                except (aiohttp.ClientError, TimeoutError):
+                    self._status, self._error_code = 502, "upstream_stream_error"
+                    log.warning("request %s: upstream broke off a binary answer", self._request_id)
         finally:
-            watch.stop()
             self._finish()
 
     @property

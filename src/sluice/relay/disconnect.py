@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.types import Message, Receive
 
-__all__ = ["DisconnectWatch"]
+__all__ = ["DisconnectWatch", "client_may_leave"]
 
 
 class DisconnectWatch:
@@ -43,3 +45,21 @@ class DisconnectWatch:
         self.closing = True
         self._waiter.remove_done_callback(self._on_message)
         self._waiter.cancel()
+
+
+@contextlib.asynccontextmanager
+async def client_may_leave(receive: Receive) -> AsyncIterator[DisconnectWatch]:
+    """Send a response's body inside this: a client that leaves cancels it, and that (or its
+    socket failing mid-write) ends the response quietly; any other cancellation propagates."""
+    task = asyncio.current_task()
+    assert task is not None
+    watch = DisconnectWatch(task, receive)
+    try:
+        yield watch
+    except asyncio.CancelledError:
+        if not watch.fired or task.uncancel() > 0:
+            raise
+    except OSError:
+        pass  # the client socket went away mid-write
+    finally:
+        watch.stop()

@@ -27,7 +27,7 @@ from sluice.errors import error_body
 from sluice.providers.base import DONE_FRAME, sse_frame
 from sluice.relay.admission import Admission
 from sluice.relay.billing import Outcome, counted_usage, request_units, settle_logged
-from sluice.relay.disconnect import DisconnectWatch
+from sluice.relay.disconnect import DisconnectWatch, client_may_leave
 from sluice.relay.drain import read_for_usage
 from sluice.relay.stream_usage import with_usage_chunk
 from sluice.state import AppState
@@ -321,24 +321,18 @@ class RelayStreamingResponse(StreamingResponse):
         self._session = session
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        watch = DisconnectWatch(task, receive)
         try:
-            await self._stream(send, watch)
-        except asyncio.CancelledError:
-            # Ours (the client left) ends the response quietly; anyone else's propagates.
-            if not watch.fired or task.uncancel() > 0:
-                raise
-        except OSError:
-            pass  # the client socket went away mid-write; settlement below still happens
-        except Exception:
-            # A dialect's bug while re-shaping the frames (the session's own are handled in
-            # ``frames``): not a disconnect. The server logs it, the connection is dropped.
-            self._session.crashed()
-            raise
+            async with client_may_leave(receive) as watch:
+                try:
+                    await self._stream(send, watch)
+                except OSError:
+                    raise  # the client socket went away: a disconnect, ended quietly
+                except Exception:
+                    # A dialect's bug while re-shaping the frames (the session's own are
+                    # handled in ``frames``): not a disconnect. The server logs it.
+                    self._session.crashed()
+                    raise
         finally:
-            watch.stop()
             self._session.finish()
 
     async def _stream(self, send: Send, watch: DisconnectWatch) -> None:
