@@ -108,8 +108,8 @@ class AzureAdapter:
         return self._openai.parse_response(call, body)
 
     def stream_translator(self, call: RelayCall, secret: str = "") -> StreamTranslator:
-        if call.endpoint == "responses":
-            return self._openai.stream_translator(call, secret)  # events passed through
+        if call.endpoint == "responses" or call.stream_kind == "events":
+            return self._openai.stream_translator(call, secret)  # typed events passed through
         return AzureStreamTranslator(self._openai.chat_stream_translator(call, secret))
 
     def parse_error(
