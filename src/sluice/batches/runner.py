@@ -36,6 +36,7 @@ from sluice.batches.services import BatchServices
 from sluice.batches.store import BatchRecord
 from sluice.files.storage import CHUNK_BYTES
 from sluice.files.store import FileRecord, FileStore
+from sluice.idle_backoff import IdleBackoff
 from sluice.keys import KeyRecord
 from sluice.state import AppState
 
@@ -159,11 +160,14 @@ class BatchRunner:
     async def _look_for_work(self) -> None:
         config = self._state.settings.batches
         store = self._services.batches
+        backoff = IdleBackoff(config.poll_s)
         while not self._stopping:
+            found = bool(self._tasks)  # running batches: keep looking at the configured pace
             try:
                 room = config.max_active_per_worker - len(self._tasks)
                 if room > 0:
                     for batch_id in await store.runnable(time.time(), room * 2):
+                        found = True
                         if len(self._tasks) >= config.max_active_per_worker:
                             break
                         if batch_id in self._tasks:
@@ -174,10 +178,13 @@ class BatchRunner:
                             )
             except Exception:  # noqa: BLE001 - a database hiccup: try again next poll
                 log.exception("looking for batches to run failed")
+                found = True
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(config.poll_s):
+                async with asyncio.timeout(backoff.after(found)):
                     await self._wake.wait()
+            if self._wake.is_set():  # a batch created or finished here: look at once
+                backoff.reset()
 
     # --- one batch ------------------------------------------------------------------------
 

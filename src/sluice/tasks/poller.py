@@ -18,6 +18,7 @@ import time
 
 import aiohttp
 
+from sluice.idle_backoff import IdleBackoff
 from sluice.tasks.model import TaskRow
 from sluice.tasks.service import TaskService
 from sluice.upstream import BodyTooLarge, UpstreamUnavailable, read_body
@@ -34,16 +35,17 @@ class TaskPoller:
         self._stop = asyncio.Event()
 
     async def run_forever(self) -> None:
+        backoff = IdleBackoff(self.service.config.tick_s)
         while not self._stop.is_set():
-            config = self.service.config
             try:
-                await self.tick()
+                found = await self.tick() > 0
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the poller outlives a bad tick (db outage)
                 log.exception("task poller tick failed")
+                found = True  # try again at the configured pace
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(config.tick_s):
+                async with asyncio.timeout(backoff.after(found)):
                     await self._stop.wait()
 
     def stop(self) -> None:
