@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sluice.core import MeteredUnits
@@ -59,29 +60,18 @@ _INPUT_IMAGE_TOKENS = 2 * 6_500
 # --- what each documented model accepts -------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Family:
     """What a documented model accepts; ``None`` leaves a field to the upstream."""
 
-    def __init__(
-        self,
-        *,
-        sizes: frozenset[str] | None,
-        qualities: frozenset[str] | None,
-        prompt_chars: int,
-        max_n: int = _MAX_IMAGES,
-        gpt_image: bool = False,
-        style: bool = False,
-        edits: bool = True,
-        variations: bool = False,
-    ) -> None:
-        self.sizes = sizes
-        self.qualities = qualities
-        self.prompt_chars = prompt_chars
-        self.max_n = max_n
-        self.gpt_image = gpt_image
-        self.style = style
-        self.edits = edits
-        self.variations = variations
+    sizes: frozenset[str] | None
+    qualities: frozenset[str] | None
+    prompt_chars: int
+    max_n: int = _MAX_IMAGES
+    gpt_image: bool = False
+    style: bool = False
+    edits: bool = True
+    variations: bool = False
 
 
 _GPT_IMAGE_SIZES = frozenset({"1024x1024", "1536x1024", "1024x1536", "auto"})

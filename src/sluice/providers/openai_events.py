@@ -17,15 +17,15 @@ from typing import Any
 
 import orjson
 
-from sluice.core import UpstreamFailure, UsageTokens
 from sluice.providers.base import DONE_FRAME, sse_frame
+from sluice.providers.event_translator import EventTranslator
 from sluice.providers.failures import (
     response_too_large,
     stream_error,
     stream_truncated,
 )
 from sluice.providers.openai import openai_error_details, usage_from_openai
-from sluice.providers.sse import SseEventTooLarge, SseSplitter, parse_span
+from sluice.providers.sse import SseEventTooLarge, parse_span
 
 __all__ = ["EventStreamTranslator"]
 
@@ -36,24 +36,16 @@ _COMPLETED_SUFFIX = ".completed"
 _DECODE_MARKERS = (b'.completed"', b'.done"', b"error")
 
 
-class EventStreamTranslator:
-    """A ``core.StreamTranslator`` over an OpenAI typed-event stream."""
+class EventStreamTranslator(EventTranslator):
+    """A ``core.StreamTranslator`` over an OpenAI typed-event stream. Events are forwarded as
+    the blocks they arrived in (``event:`` lines kept), so ``feed`` reads spans rather than the
+    parsed events the base class hands to ``_event``; nothing is counted locally (audio,
+    transcripts and images are not priced by their text)."""
 
     def __init__(self, *, secret: str = "", max_event_bytes: int = 0) -> None:
+        super().__init__(max_event_bytes)
         self._secret = secret  # the channel's key, masked in error events
-        self._splitter = SseSplitter(max_event_bytes)
-        self._usage: UsageTokens | None = None
-        self._failure: UpstreamFailure | None = None
         self._completed = False  # a completed event or usage arrived: the end may be the body's
-        self._done = False
-
-    @property
-    def usage(self) -> UsageTokens | None:
-        return self._usage
-
-    @property
-    def failure(self) -> UpstreamFailure | None:
-        return self._failure
 
     def feed(self, data: bytes) -> list[bytes]:
         if self._done:
@@ -106,11 +98,6 @@ class EventStreamTranslator:
             )
         return self._fail(stream_error(message, code, self._secret))
 
-    def _fail(self, failure: UpstreamFailure) -> bytes:
-        self._failure = failure
-        self._done = True
-        return sse_frame(orjson.dumps(failure.to_openai_error()))
-
     def close(self) -> list[bytes]:
         if self._done:
             return []
@@ -128,13 +115,6 @@ class EventStreamTranslator:
         self._failure = stream_truncated()
         self._done = True
         return [*frames, sse_frame(orjson.dumps(self._failure.to_openai_error()))]
-
-    def delivered_text(self) -> str:
-        # Audio and transcripts are not priced by their text: nothing is counted locally.
-        return ""
-
-    def forget_delivered(self) -> None:
-        return None
 
 
 def _loads(payload: bytes) -> dict[str, Any] | None:
